@@ -1,0 +1,1 @@
+"""identity: accounts, sessions, tokens and roles for the cinema platform."""

@@ -1,0 +1,3 @@
+from identity.cli.main import app
+
+app(prog_name="identity")

@@ -1,0 +1,59 @@
+"""identity.v1.AuthService: convert the request, call one service, convert the result.
+
+RPCs without a method here answer UNIMPLEMENTED (the generated base class)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from identity.api import convert
+from identity.api.metadata import bearer_token, client_info
+from identity.container import Services
+from identity.domain.errors import Unauthenticated
+from identity.domain.models import Principal
+from identity.v1 import auth_pb2, auth_pb2_grpc
+from identity.api.errors import reason_enum
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
+    def __init__(self, services: Services) -> None:
+        self._s = services
+        self._trusted_hops = services.settings.trusted_proxy_hops
+
+    async def _caller(self, context: Context) -> Principal:
+        return await self._s.tokens.authenticate(bearer_token(context))
+
+    async def Register(self, request: auth_pb2.RegisterRequest, context: Context) -> auth_pb2.RegisterResponse:
+        created = await self._s.auth.register(request.login, request.password, request.email)
+        return auth_pb2.RegisterResponse(user=convert.user(created))
+
+    async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
+        result = await self._s.auth.login(
+            request.login, request.password, client_info(context, self._trusted_hops)
+        )
+        return auth_pb2.LoginResponse(**convert.token_fields(result.tokens))  # type: ignore[arg-type]
+
+    async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
+        tokens = await self._s.auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
+        return auth_pb2.RefreshResponse(**convert.token_fields(tokens))  # type: ignore[arg-type]
+
+    async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
+        await self._s.auth.logout(await self._caller(context))
+        return auth_pb2.LogoutResponse()
+
+    async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
+        keys = await self._s.keys.jwks()
+        return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**jwk) for jwk in keys])
+
+    async def ValidateToken(
+        self, request: auth_pb2.ValidateTokenRequest, context: Context
+    ) -> auth_pb2.ValidateTokenResponse:
+        try:
+            claims = await self._s.tokens.validate(request.access_token)
+        except Unauthenticated as rejected:
+            return auth_pb2.ValidateTokenResponse(valid=False, reason=reason_enum(rejected.reason))  # type: ignore[arg-type]
+        return auth_pb2.ValidateTokenResponse(valid=True, claims=convert.claims(claims))

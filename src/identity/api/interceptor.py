@@ -1,0 +1,84 @@
+"""Server interceptor: a request id bound to every log line of a call, one log
+line per call, and the single place where exceptions become gRPC statuses."""
+
+from __future__ import annotations
+
+import re
+import time
+import traceback
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from identity.api.errors import domain_status, internal_status
+from identity.domain.errors import BackendUnavailable, DomainError
+
+log = structlog.get_logger("identity.rpc")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return uuid.uuid4().hex
+
+
+def _where(exc: BaseException) -> str:
+    """File:line of the innermost frame: enough to find the bug, nothing of the data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return "?"
+    last = frames[-1]
+    return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
+
+
+def _wrap(method: str, behavior: Behavior) -> Behavior:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        request_id = _request_id(context)
+        started = time.perf_counter()
+        with structlog.contextvars.bound_contextvars(request_id=request_id, rpc=method):
+            outcome = "OK"
+            try:
+                return await behavior(request, context)
+            except DomainError as error:
+                outcome = error.reason
+                if isinstance(error, BackendUnavailable):
+                    log.warning("backend_unavailable", cause=type(error.__cause__).__name__)
+                await context.abort_with_status(domain_status(error))
+            except (grpc.aio.AbortError, grpc.RpcError):
+                raise
+            except Exception as exc:  # the generic edge: nothing of it reaches the client
+                outcome = "INTERNAL"
+                log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
+                await context.abort_with_status(internal_status())
+            finally:
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+                if outcome == "OK":
+                    log.debug("rpc_done", outcome=outcome, ms=elapsed_ms)
+                else:
+                    log.info("rpc_done", outcome=outcome, ms=elapsed_ms)
+
+    return handle
+
+
+class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method  # type: ignore[attr-defined]
+        if handler is None or handler.unary_unary is None or not method.startswith("/identity."):
+            return handler
+        return grpc.unary_unary_rpc_method_handler(
+            _wrap(method.rsplit("/", 1)[-1], handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

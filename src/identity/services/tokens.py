@@ -1,0 +1,113 @@
+"""Issuing access tokens and authenticating the bearer of one.
+
+Every RPC of ours that takes an access token goes through `authenticate`, which
+checks the session row in PostgreSQL: a revoked session's token is refused at
+once, and losing Redis cannot revive it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from uuid import UUID
+
+from identity.domain.errors import Unauthenticated
+from identity.domain.models import Principal, Session
+from identity.security.jwt_codec import (
+    AccessClaims,
+    TokenRejected,
+    decode_access_token,
+    encode_access_token,
+    unverified_kid,
+)
+from identity.services.clock import utcnow
+from identity.services.keys import KeyService
+from identity.store.database import Database
+
+
+class SessionRevoked(Unauthenticated):
+    reason = "SESSION_REVOKED"
+    message = "session has ended"
+
+
+class SessionExpired(Unauthenticated):
+    reason = "SESSION_EXPIRED"
+    message = "session has expired, log in again"
+
+
+class TokenMissing(Unauthenticated):
+    reason = "TOKEN_MISSING"
+    message = "an access token is required"
+
+
+@dataclass(frozen=True)
+class TokenPolicy:
+    issuer: str
+    audiences: tuple[str, ...]
+    access_ttl: timedelta
+    clock_skew: timedelta
+    session_absolute_ttl: timedelta
+    session_idle_ttl: timedelta
+
+
+def check_session_live(session: Session | None, user_id: UUID | None, policy: TokenPolicy) -> Session:
+    if session is None or (user_id is not None and session.user_id != user_id):
+        raise TokenRejected()
+    if session.revoked_at is not None:
+        raise SessionRevoked()
+    now = utcnow()
+    if session.expires_at <= now or session.last_used_at + policy.session_idle_ttl <= now:
+        raise SessionExpired()
+    return session
+
+
+class TokenService:
+    def __init__(self, db: Database, keys: KeyService, policy: TokenPolicy) -> None:
+        self._db = db
+        self._keys = keys
+        self.policy = policy
+
+    async def issue_access_token(self, user_id: UUID, session_id: UUID) -> tuple[str, object]:
+        ring = await self._keys.current()
+        if ring.signing_key is None or ring.signing_kid is None:
+            raise RuntimeError("no active signing key; run `identity keys rotate`")
+        return encode_access_token(
+            key=ring.signing_key,
+            kid=ring.signing_kid,
+            issuer=self.policy.issuer,
+            audience=self.policy.audiences[0],
+            user_id=user_id,
+            session_id=session_id,
+            now=utcnow(),
+            ttl=self.policy.access_ttl,
+        )
+
+    async def verify_signature_and_claims(self, token: str) -> AccessClaims:
+        """Local verification only (what a peer does with our JWKS)."""
+        kid = unverified_kid(token)
+        public = await self._keys.public_key(kid)
+        if public is None:
+            raise TokenRejected()
+        return decode_access_token(
+            token,
+            key=public.key,
+            issuer=self.policy.issuer,
+            audiences=self.policy.audiences,
+            leeway=self.policy.clock_skew,
+        )
+
+    async def authenticate(self, token: str | None) -> Principal:
+        if not token:
+            raise TokenMissing()
+        claims = await self.verify_signature_and_claims(token)
+        async with self._db.reader() as uow:
+            session = await uow.sessions.get(claims.session_id)
+        check_session_live(session, claims.subject, self.policy)
+        return Principal(user_id=claims.subject, session_id=claims.session_id, token_id=claims.token_id)
+
+    async def validate(self, token: str) -> AccessClaims:
+        """authenticate() for ValidateToken: the claims of a token whose session is live."""
+        claims = await self.verify_signature_and_claims(token)
+        async with self._db.reader() as uow:
+            session = await uow.sessions.get(claims.session_id)
+        check_session_live(session, claims.subject, self.policy)
+        return claims

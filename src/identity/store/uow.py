@@ -1,0 +1,23 @@
+"""A unit of work: one connection (inside a transaction for writes) and the
+repositories that share it. Repositories never commit on their own."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from identity.store.keys import SigningKeyRepository
+from identity.store.login_history import LoginHistoryRepository
+from identity.store.sessions import SessionRepository
+from identity.store.users import UserRepository
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class UnitOfWork:
+    def __init__(self, conn: psycopg.AsyncConnection[dict[str, object]]) -> None:
+        self.conn = conn
+        self.users = UserRepository(conn)
+        self.sessions = SessionRepository(conn)
+        self.login_history = LoginHistoryRepository(conn)
+        self.signing_keys = SigningKeyRepository(conn)

@@ -1,0 +1,122 @@
+"""Users and their password credentials."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import psycopg.errors
+
+from identity.domain.errors import AlreadyExists
+from identity.domain.models import Credentials, User
+from identity.store.rows import Conn, Row
+
+_USER_COLUMNS = """
+    u.id, u.login, u.login_canonical, u.email, u.created_at, u.disabled_at,
+    EXISTS (SELECT 1 FROM totp_factors t WHERE t.user_id = u.id AND t.confirmed_at IS NOT NULL) AS mfa_enabled
+"""
+
+
+def _user(row: Row) -> User:
+    return User(
+        id=row["id"],
+        login=row["login"],
+        login_canonical=row["login_canonical"],
+        email=row["email"],
+        created_at=row["created_at"],
+        disabled_at=row["disabled_at"],
+        mfa_enabled=row["mfa_enabled"],
+    )
+
+
+class UserRepository:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def create(
+        self, user_id: UUID, login: str, login_canonical: str, email: str | None, password_hash: bytes
+    ) -> User:
+        try:
+            # A savepoint keeps the caller's transaction usable after a unique violation.
+            async with self._conn.transaction():
+                await self._conn.execute(
+                    "INSERT INTO users (id, login, login_canonical, email) VALUES (%s, %s, %s, %s)",
+                    (user_id, login, login_canonical, email),
+                )
+        except psycopg.errors.UniqueViolation:
+            raise AlreadyExists("login is already taken", reason="LOGIN_TAKEN") from None
+        await self._conn.execute(
+            "INSERT INTO password_credentials (user_id, password_hash) VALUES (%s, %s)", (user_id, password_hash)
+        )
+        user = await self.get(user_id)
+        assert user is not None
+        return user
+
+    async def get(self, user_id: UUID) -> User | None:
+        cur = await self._conn.execute(f"SELECT {_USER_COLUMNS} FROM users u WHERE u.id = %s", (user_id,))
+        row = await cur.fetchone()
+        return None if row is None else _user(row)
+
+    async def get_by_login(self, login_canonical: str) -> User | None:
+        cur = await self._conn.execute(
+            f"SELECT {_USER_COLUMNS} FROM users u WHERE u.login_canonical = %s", (login_canonical,)
+        )
+        row = await cur.fetchone()
+        return None if row is None else _user(row)
+
+    async def count_failed_attempt(self, login_canonical: str) -> Credentials | None:
+        """Atomically counts one more consecutive failure *before* the hash is checked,
+        so parallel guesses cannot exceed the limit; success resets it."""
+        cur = await self._conn.execute(
+            f"""
+            UPDATE users u SET failed_logins = u.failed_logins + 1
+            WHERE u.login_canonical = %s
+            RETURNING {_USER_COLUMNS}, u.failed_logins,
+                (SELECT c.password_hash FROM password_credentials c WHERE c.user_id = u.id) AS password_hash
+            """,
+            (login_canonical,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return Credentials(user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"])
+
+    async def credentials(self, user_id: UUID) -> Credentials | None:
+        cur = await self._conn.execute(
+            f"""
+            SELECT {_USER_COLUMNS}, u.failed_logins, c.password_hash
+            FROM users u JOIN password_credentials c ON c.user_id = u.id WHERE u.id = %s
+            """,
+            (user_id,),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return Credentials(user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"])
+
+    async def reset_failed_attempts(self, user_id: UUID) -> None:
+        await self._conn.execute("UPDATE users SET failed_logins = 0 WHERE id = %s AND failed_logins <> 0", (user_id,))
+
+    async def set_password(self, user_id: UUID, password_hash: bytes) -> None:
+        await self._conn.execute(
+            "UPDATE password_credentials SET password_hash = %s, changed_at = now() WHERE user_id = %s",
+            (password_hash, user_id),
+        )
+
+    async def set_login(self, user_id: UUID, login: str, login_canonical: str) -> None:
+        try:
+            async with self._conn.transaction():
+                await self._conn.execute(
+                    "UPDATE users SET login = %s, login_canonical = %s, updated_at = now() WHERE id = %s",
+                    (login, login_canonical, user_id),
+                )
+        except psycopg.errors.UniqueViolation:
+            raise AlreadyExists("login is already taken", reason="LOGIN_TAKEN") from None
+
+    async def set_disabled(self, user_id: UUID, disabled: bool) -> None:
+        await self._conn.execute(
+            "UPDATE users SET disabled_at = CASE WHEN %s THEN now() END, updated_at = now() WHERE id = %s",
+            (disabled, user_id),
+        )
+
+    async def unlock(self, user_id: UUID) -> None:
+        await self._conn.execute("UPDATE users SET failed_logins = 0 WHERE id = %s", (user_id,))
