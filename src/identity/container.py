@@ -10,6 +10,7 @@ from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
 from identity.services.auth import AuthService
 from identity.services.keys import KeyService
+from identity.services.paging import PageTokens
 from identity.services.throttle import LoginThrottle
 from identity.services.tokens import TokenPolicy, TokenService
 from identity.store.database import Database
@@ -25,6 +26,7 @@ class Services:
     keys: KeyService
     tokens: TokenService
     auth: AuthService
+    page_tokens: PageTokens
 
     async def close(self) -> None:
         await self.db.close()
@@ -65,4 +67,13 @@ async def build_services(settings: Settings) -> Services:
         window=settings.login_window,
     )
     auth = AuthService(db, hasher, tokens, throttle, max_failed_logins=settings.max_failed_logins)
-    return Services(settings=settings, db=db, redis=redis, hasher=hasher, keys=keys, tokens=tokens, auth=auth)
+    return Services(
+        settings=settings,
+        db=db,
+        redis=redis,
+        hasher=hasher,
+        keys=keys,
+        tokens=tokens,
+        auth=auth,
+        page_tokens=PageTokens(master_key),
+    )

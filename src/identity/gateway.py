@@ -177,7 +177,7 @@ def _run_envoy(envoy: str, config_path: Path) -> int:
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         if child.poll() is None:
-            child.send_signal(signum)
+            pass
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

