@@ -1,0 +1,223 @@
+"""End-to-end fixtures: `identity serve` as a real process, a real Envoy in front
+of it (`identity gateway`), and the real grpcurl binary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support import REDIS_URL, TEST_SECRET_KEY
+
+BIN = Path(sys.executable).parent
+WEBSITE_ORIGIN = "http://localhost:3000"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
+    env.update(
+        IDENTITY_DATABASE_URL=database_url,
+        IDENTITY_REDIS_URL=REDIS_URL,
+        IDENTITY_REDIS_PREFIX=f"identity-e2e-{port}:",
+        IDENTITY_GRPC_LISTEN=f"127.0.0.1:{port}",
+        IDENTITY_SECRET_KEY=TEST_SECRET_KEY,
+        IDENTITY_BCRYPT_ROUNDS="4",
+        IDENTITY_LOG_FORMAT="json",
+        IDENTITY_LOGIN_ATTEMPTS_PER_IP="1000000",
+        IDENTITY_LOGIN_ATTEMPTS_PER_ACCOUNT="1000",
+    )
+    env.update(extra)
+    return env
+
+
+def health_status(port: int, service: str = "", timeout: float = 2.0) -> int | None:
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+            return int(reply.status)
+    except grpc.RpcError:
+        return None
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except ValueError:
+                lines.append({"raw": raw})
+        return lines
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server_process(
+    database_url: str, log_dir: Path, *, expect_serving: bool = True, **extra_env: str
+) -> ServerProcess:
+    port = free_port()
+    log_path = log_dir / f"identity-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [str(BIN / "identity"), "serve"],
+            env=server_env(database_url, port, **extra_env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess(process, port, log_path)
+    try:
+        wanted = {health_pb2.HealthCheckResponse.SERVING}
+        if not expect_serving:
+            wanted.add(health_pb2.HealthCheckResponse.NOT_SERVING)
+        wait_for(
+            lambda: process.poll() is not None or health_status(port) in wanted,
+            "identity serve to answer health checks",
+        )
+    except TimeoutError:
+        server.stop()
+        raise
+    if process.poll() is not None:
+        raise RuntimeError(f"identity serve exited: {log_path.read_text()[-2000:]}")
+    return server
+
+
+@pytest.fixture(scope="session")
+def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # Behind one Envoy: the server trusts one x-forwarded-for hop.
+    server = start_server_process(
+        database_url, tmp_path_factory.mktemp("served"), IDENTITY_TRUSTED_PROXY_HOPS="1"
+    )
+    yield server
+    server.stop()
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="session")
+def gateway(served: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    port = free_port()
+    log = (tmp_path_factory.mktemp("envoy") / "envoy.log").open("wb")
+    process = subprocess.Popen(
+        [
+            str(BIN / "identity"),
+            "gateway",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--upstream",
+            served.address,
+            "--cors-origin",
+            WEBSITE_ORIGIN,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError("envoy exited early")
+        try:
+            status, _, _ = http("GET", base_url + "/v1/auth/jwks")
+            return status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, "envoy to answer")
+    yield Gateway(base_url, process)
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+def http(
+    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any, dict[str, str]]:
+    """One HTTP/JSON call; returns (status, parsed JSON body or None, lower-cased headers)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("content-type", "application/json")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw, got = response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as error:
+        status, raw, got = error.code, error.read(), dict(error.headers)
+    try:
+        parsed = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        parsed = raw.decode(errors="replace")  # Envoy's own plain-text answers (404, 400)
+    return status, parsed, {k.lower(): v for k, v in got.items()}
+
+
+def error_reason(body: Any) -> str | None:
+    """The ErrorInfo reason of a transcoded google.rpc.Status body."""
+    for detail in (body or {}).get("details", []):
+        if detail.get("@type", "").endswith("google.rpc.ErrorInfo"):
+            return str(detail.get("reason"))
+    return None
+
+
+@pytest.fixture(scope="session")
+def grpcurl() -> str:
+    found = shutil.which("grpcurl") or str(BIN / "grpcurl")
+    if not Path(found).exists():
+        pytest.fail("grpcurl is not installed: run `make install`")
+    return found
