@@ -1,0 +1,41 @@
+# identity: the two commands of the Quick start are `make run` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint typecheck gen bench clean
+
+install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+node_modules/.bin/buf: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: install  ## migrate, then run the gRPC server (:50051) and Envoy (:8080)
+	scripts/dev-stack
+
+test: install  ## the whole suite against real PostgreSQL and Redis
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests scripts
+	scripts/buf lint
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+gen: install  ## regenerate generated/ from protos/
+	$(PY) scripts/gen-protos
+
+bench: install  ## CheckPermission against the bare grpc.aio echo ceiling
+	$(PY) scripts/bench/check_permission.py
+
+clean:
+	rm -rf build dist .dev *.egg-info
