@@ -4,7 +4,7 @@ into a frozen Settings and passed down. README.md lists them all with defaults."
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
@@ -47,13 +47,14 @@ def _bool(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
-_PARSERS: dict[str, Any] = {
-    str: str,
-    int: int,
-    bool: _bool,
-    timedelta: _seconds,
-    tuple: _csv,
-    Secret: Secret,
+# Keyed by the field annotation as written (annotations are strings here).
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "str": str,
+    "int": int,
+    "bool": _bool,
+    "timedelta": _seconds,
+    "tuple[str, ...]": _csv,
+    "Secret": Secret,
 }
 
 
@@ -122,9 +123,8 @@ class Settings:
         for f in fields(cls):
             name = f.metadata["env"]
             if name in environ:
-                kind = f.type if isinstance(f.type, type) else _resolve(f.type)
                 try:
-                    values[f.name] = _PARSERS[kind](environ[name])
+                    values[f.name] = _PARSERS[str(f.type)](environ[name])
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
         values.update(overrides)
@@ -134,14 +134,6 @@ class Settings:
         if len(self.secret_key.reveal()) < 32:
             raise ValueError("IDENTITY_SECRET_KEY must be set to at least 32 characters (e.g. `openssl rand -hex 32`)")
         return self.secret_key.reveal().encode()
-
-
-def _resolve(annotation: Any) -> type:
-    names = {"str": str, "int": int, "bool": bool, "timedelta": timedelta, "Secret": Secret}
-    text = str(annotation)
-    if text.startswith("tuple"):
-        return tuple
-    return names[text]
 
 
 def env_names() -> list[tuple[str, str]]:

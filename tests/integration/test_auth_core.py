@@ -6,8 +6,8 @@ import asyncio
 
 import grpc
 import pytest
-
 from identity.v1 import auth_pb2, errors_pb2
+
 from tests.conftest import register_and_login
 from tests.support import STRONG_PASSWORD, failure, new_login
 
@@ -111,7 +111,8 @@ async def test_every_login_attempt_is_recorded(auth, account, services):
         await auth.Login(auth_pb2.LoginRequest(login=account.login, password="wrong password here"))
     async with services.db.reader() as uow:
         cur = await uow.conn.execute(
-            "SELECT outcome, ip::text AS ip, user_agent, session_id FROM login_history WHERE user_id = %s ORDER BY id",
+            """SELECT outcome, ip::text AS ip, user_agent, session_id
+               FROM login_history WHERE user_id = %s ORDER BY id""",
             (account.user_id,),
         )
         rows = await cur.fetchall()

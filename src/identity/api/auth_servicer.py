@@ -4,7 +4,7 @@ RPCs without a method here answer UNIMPLEMENTED (the generated base class)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -16,7 +16,7 @@ from identity.domain.models import Principal
 from identity.v1 import auth_pb2, auth_pb2_grpc
 from identity.api.errors import reason_enum
 
-Context = grpc.aio.ServicerContext[Any, Any]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
@@ -35,11 +35,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         result = await self._s.auth.login(
             request.login, request.password, client_info(context, self._trusted_hops)
         )
-        return auth_pb2.LoginResponse(**convert.token_fields(result.tokens))  # type: ignore[arg-type]
+        return auth_pb2.LoginResponse(**convert.token_fields(result.tokens))
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
         tokens = await self._s.auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
-        return auth_pb2.RefreshResponse(**convert.token_fields(tokens))  # type: ignore[arg-type]
+        return auth_pb2.RefreshResponse(**convert.token_fields(tokens))
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
         await self._s.auth.logout(await self._caller(context))
@@ -55,5 +55,5 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         try:
             claims = await self._s.tokens.validate(request.access_token)
         except Unauthenticated as rejected:
-            return auth_pb2.ValidateTokenResponse(valid=False, reason=reason_enum(rejected.reason))  # type: ignore[arg-type]
+            return auth_pb2.ValidateTokenResponse(valid=False, reason=reason_enum(rejected.reason))
         return auth_pb2.ValidateTokenResponse(valid=True, claims=convert.claims(claims))

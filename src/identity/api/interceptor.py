@@ -8,7 +8,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import structlog
@@ -70,15 +70,15 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        method = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = getattr(handler_call_details, "method", "")
         if handler is None or handler.unary_unary is None or not method.startswith("/identity."):
             return handler
         return grpc.unary_unary_rpc_method_handler(
-            _wrap(method.rsplit("/", 1)[-1], handler.unary_unary),
+            _wrap(method.rsplit("/", 1)[-1], cast(Behavior, handler.unary_unary)),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

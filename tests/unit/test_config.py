@@ -1,0 +1,49 @@
+"""Settings come from IDENTITY_* variables, typed, with clear errors."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from identity.config import Settings, env_names
+
+
+def test_values_are_parsed_by_type() -> None:
+    settings = Settings.from_env(
+        {
+            "IDENTITY_ACCESS_TOKEN_TTL_SECONDS": "60",
+            "IDENTITY_AUDIENCES": "cinema, billing",
+            "IDENTITY_TRUSTED_PROXY_HOPS": "1",
+            "IDENTITY_SECRET_KEY": "s" * 40,
+        }
+    )
+    assert settings.access_token_ttl == timedelta(seconds=60)
+    assert settings.audiences == ("cinema", "billing")
+    assert settings.trusted_proxy_hops == 1
+    assert settings.require_secret_key() == b"s" * 40
+
+
+def test_secrets_never_show_themselves() -> None:
+    settings = Settings.from_env({"IDENTITY_SECRET_KEY": "super-secret-value-" * 3})
+    assert "super-secret" not in repr(settings)
+    assert "super-secret" not in str(settings.secret_key)
+
+
+def test_bad_value_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="IDENTITY_BCRYPT_ROUNDS"):
+        Settings.from_env({"IDENTITY_BCRYPT_ROUNDS": "twelve"})
+
+
+def test_short_secret_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="IDENTITY_SECRET_KEY"):
+        Settings.from_env({"IDENTITY_SECRET_KEY": "short"}).require_secret_key()
+
+
+def test_every_setting_has_a_documented_variable() -> None:
+    names = [name for name, _ in env_names()]
+    assert len(names) == len(set(names))
+    assert {"IDENTITY_DATABASE_URL", "IDENTITY_REDIS_URL", "IDENTITY_GRPC_LISTEN"} <= set(names)
+    readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
+    missing = [name for name in names if f"`{name}`" not in readme]
+    assert not missing, f"README.md does not document {missing}"
