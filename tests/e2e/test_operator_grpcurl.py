@@ -32,7 +32,9 @@ def test_describe_works(grpcurl, served):
 
 def test_health_check_answers_serving(grpcurl, served):
     for service in ("", "identity.v1.AuthService", "identity.v1.RbacService"):
-        result = run(grpcurl, "-d", json.dumps({"service": service}), served.address, "grpc.health.v1.Health/Check")
+        result = run(
+            grpcurl, "-d", json.dumps({"service": service}), served.address, "grpc.health.v1.Health/Check"
+        )
         assert result.returncode == 0, result.stderr
         assert json.loads(result.stdout)["status"] == "SERVING"
 
@@ -48,7 +50,12 @@ def test_register_and_login_with_json(grpcurl, served):
     tokens = json.loads(logged_in.stdout)
     assert tokens["access_token"] and tokens["refresh_token"].startswith("rt_")
 
-    wrong = run(grpcurl, "-d", json.dumps({"login": login, "password": "not it at all"}), served.address,
-                "identity.v1.AuthService/Login")
+    wrong = run(
+        grpcurl,
+        "-d",
+        json.dumps({"login": login, "password": "not it at all"}),
+        served.address,
+        "identity.v1.AuthService/Login",
+    )
     assert wrong.returncode == UNAUTHENTICATED_EXIT
     assert "INVALID_CREDENTIALS" in wrong.stdout + wrong.stderr

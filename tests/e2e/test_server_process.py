@@ -10,9 +10,9 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
+from identity.v1 import auth_pb2, auth_pb2_grpc
 
 from identity.store.migrate import upgrade
-from identity.v1 import auth_pb2, auth_pb2_grpc
 from tests.e2e.conftest import health_status, start_server_process, wait_for
 from tests.support import ADMIN_URL, STRONG_PASSWORD, failure, fresh_database, new_login
 
@@ -69,7 +69,9 @@ def test_lost_database_means_not_serving_and_unavailable_never_internal(tmp_path
             name = url.rsplit("/", 1)[1]
             with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-            wait_for(lambda: health_status(server.port) == NOT_SERVING, "health to turn NOT_SERVING", timeout=10)
+            wait_for(
+                lambda: health_status(server.port) == NOT_SERVING, "health to turn NOT_SERVING", timeout=10
+            )
             with grpc.insecure_channel(server.address) as channel:
                 stub = auth_pb2_grpc.AuthServiceStub(channel)
                 with pytest.raises(grpc.RpcError) as err:
@@ -100,8 +102,14 @@ def test_every_log_line_of_a_call_has_its_request_id(database_url, tmp_path):
         server.stop()
     lines = server.log_lines()
     call_lines = [line for line in lines if "rpc" in line]
-    assert any(line.get("request_id") == "req-abc-123" and line.get("event") == "user_registered" for line in call_lines)
-    assert any(line.get("request_id") == "req-def-456" and line.get("outcome") == "INVALID_CREDENTIALS" for line in call_lines)
+    assert any(
+        line.get("request_id") == "req-abc-123" and line.get("event") == "user_registered"
+        for line in call_lines
+    )
+    assert any(
+        line.get("request_id") == "req-def-456" and line.get("outcome") == "INVALID_CREDENTIALS"
+        for line in call_lines
+    )
     assert all(line.get("request_id") for line in call_lines)
     text = server.log_path.read_text()
     assert STRONG_PASSWORD not in text and "wrong password!" not in text

@@ -45,13 +45,17 @@ def test_errors_are_json_with_code_message_and_reason(gateway):
     violations = [d for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
     assert violations[0]["field_violations"][0]["field"] == "password"
 
-    status, body, _ = http("POST", base + "/v1/auth/login", {"login": new_login(), "password": "wrong password"})
+    status, body, _ = http(
+        "POST", base + "/v1/auth/login", {"login": new_login(), "password": "wrong password"}
+    )
     assert status == 401
     assert error_reason(body) == "INVALID_CREDENTIALS"
 
     login = new_login()
     http("POST", base + "/v1/auth/register", {"login": login, "password": STRONG_PASSWORD})
-    status, body, _ = http("POST", base + "/v1/auth/register", {"login": login.upper(), "password": STRONG_PASSWORD})
+    status, body, _ = http(
+        "POST", base + "/v1/auth/register", {"login": login.upper(), "password": STRONG_PASSWORD}
+    )
     assert status == 409
     assert error_reason(body) == "LOGIN_TAKEN"
 
@@ -60,7 +64,10 @@ def test_malformed_json_and_unknown_routes(gateway):
     import urllib.request
 
     request = urllib.request.Request(
-        gateway.base_url + "/v1/auth/login", data=b"{not json", method="POST", headers={"content-type": "application/json"}
+        gateway.base_url + "/v1/auth/login",
+        data=b"{not json",
+        method="POST",
+        headers={"content-type": "application/json"},
     )
     try:
         urllib.request.urlopen(request, timeout=5)
@@ -80,7 +87,10 @@ def test_admin_and_peer_rpcs_are_not_exposed_to_the_website(gateway):
     assert status == 404
     # Nor by speaking gRPC to the HTTP listener: Envoy answers UNIMPLEMENTED itself.
     status, _, headers = http(
-        "POST", gateway.base_url + "/identity.v1.RbacService/ListRoles", {}, {"content-type": "application/grpc"}
+        "POST",
+        gateway.base_url + "/identity.v1.RbacService/ListRoles",
+        {},
+        {"content-type": "application/grpc"},
     )
     assert status == 404 or headers.get("grpc-status") == "12"
     assert headers.get("grpc-status") != "0"
@@ -100,12 +110,19 @@ def test_jwks_over_http_verifies_a_token(gateway):
 
 
 def test_cors_preflight_allows_only_configured_origins(gateway):
-    preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization,content-type"}
-    status, _, headers = http("OPTIONS", gateway.base_url + "/v1/auth/login", None, {"origin": WEBSITE_ORIGIN, **preflight})
+    preflight = {
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type",
+    }
+    status, _, headers = http(
+        "OPTIONS", gateway.base_url + "/v1/auth/login", None, {"origin": WEBSITE_ORIGIN, **preflight}
+    )
     assert status == 200
     assert headers.get("access-control-allow-origin") == WEBSITE_ORIGIN
     assert "authorization" in headers.get("access-control-allow-headers", "").lower()
-    _, _, headers = http("OPTIONS", gateway.base_url + "/v1/auth/login", None, {"origin": "https://evil.example", **preflight})
+    _, _, headers = http(
+        "OPTIONS", gateway.base_url + "/v1/auth/login", None, {"origin": "https://evil.example", **preflight}
+    )
     assert "access-control-allow-origin" not in headers
 
 

@@ -7,8 +7,8 @@ import time
 
 import grpc
 import pytest
-
 from identity.v1 import auth_pb2
+
 from tests.support import failure, new_login
 
 
@@ -49,7 +49,11 @@ async def test_nfkc_equivalent_password_logs_in(auth):
 
 @pytest.mark.parametrize(
     ("password", "reason"),
-    [("short", "PASSWORD_TOO_SHORT"), ("password123", "PASSWORD_TOO_COMMON"), ("x" * 300, "PASSWORD_TOO_LONG")],
+    [
+        ("short", "PASSWORD_TOO_SHORT"),
+        ("password123", "PASSWORD_TOO_COMMON"),
+        ("x" * 300, "PASSWORD_TOO_LONG"),
+    ],
 )
 async def test_weak_password_is_refused_with_reason_and_field(auth, password, reason):
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -72,7 +76,9 @@ async def test_bad_login_and_email_name_their_field(auth):
         await auth.Register(auth_pb2.RegisterRequest(login="a b", password="correct horse battery"))
     assert failure(err.value).fields == ("login",)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await auth.Register(auth_pb2.RegisterRequest(login=new_login(), password="correct horse battery", email="nope"))
+        await auth.Register(
+            auth_pb2.RegisterRequest(login=new_login(), password="correct horse battery", email="nope")
+        )
     assert failure(err.value).fields == ("email",)
 
 

@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
 from identity.v1 import auth_pb2, errors_pb2
+
 from tests.conftest import register_and_login
 from tests.support import failure
 
@@ -45,7 +45,9 @@ async def test_peer_verifies_with_jwks_only(auth, account):
     keys = await _jwks_client_keys(auth)
     header = jwt.get_unverified_header(account.access_token)
     assert header["alg"] == "RS256" and header["typ"] == "at+jwt"
-    claims = jwt.decode(account.access_token, keys[header["kid"]], algorithms=["RS256"], audience="cinema", issuer="identity")
+    claims = jwt.decode(
+        account.access_token, keys[header["kid"]], algorithms=["RS256"], audience="cinema", issuer="identity"
+    )
     assert claims["sub"] == account.user_id
     assert claims["sid"] == account.session_id
     assert {"iss", "aud", "sub", "iat", "exp", "jti", "sid"} <= claims.keys()
@@ -67,7 +69,9 @@ async def test_alg_none_in_any_casing_is_refused(auth, account):
 async def test_hs256_signed_with_our_public_key_is_refused(auth, account):
     kid = jwt.get_unverified_header(account.access_token)["kid"]
     keys = await _jwks_client_keys(auth)
-    public_pem = keys[kid].public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    public_pem = keys[kid].public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
     import hashlib
     import hmac
 
@@ -116,16 +120,23 @@ async def test_wrong_issuer_audience_and_expiry_are_refused(auth, account, servi
 
     def ours(**changes) -> str:
         return jwt.encode(
-            {**claims, **changes}, ring.signing_key, algorithm="RS256", headers={"kid": ring.signing_kid, "typ": "at+jwt"}
+            {**claims, **changes},
+            ring.signing_key,
+            algorithm="RS256",
+            headers={"kid": ring.signing_kid, "typ": "at+jwt"},
         )
 
     assert (await _validate(auth, ours())).valid  # control: the same route with our key is valid
     assert (await _validate(auth, ours(iss="evil"))).reason == errors_pb2.ERROR_REASON_TOKEN_INVALID
     assert (await _validate(auth, ours(aud="other-service"))).reason == errors_pb2.ERROR_REASON_TOKEN_INVALID
     assert (await _validate(auth, ours(exp=now - 3600))).reason == errors_pb2.ERROR_REASON_TOKEN_EXPIRED
-    assert (await _validate(auth, ours(iat=now + 3600, nbf=now + 3600))).reason == errors_pb2.ERROR_REASON_TOKEN_INVALID
+    assert (
+        await _validate(auth, ours(iat=now + 3600, nbf=now + 3600))
+    ).reason == errors_pb2.ERROR_REASON_TOKEN_INVALID
     no_sid = {k: v for k, v in claims.items() if k != "sid"}
-    forged = jwt.encode(no_sid, ring.signing_key, algorithm="RS256", headers={"kid": ring.signing_kid, "typ": "at+jwt"})
+    forged = jwt.encode(
+        no_sid, ring.signing_key, algorithm="RS256", headers={"kid": ring.signing_kid, "typ": "at+jwt"}
+    )
     assert not (await _validate(auth, forged)).valid
 
 
@@ -133,7 +144,9 @@ async def test_refresh_token_is_never_an_access_token(auth, account):
     result = await _validate(auth, account.refresh_token)
     assert not result.valid and result.reason == errors_pb2.ERROR_REASON_TOKEN_INVALID
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await auth.Logout(auth_pb2.LogoutRequest(), metadata=(("authorization", f"Bearer {account.refresh_token}"),))
+        await auth.Logout(
+            auth_pb2.LogoutRequest(), metadata=(("authorization", f"Bearer {account.refresh_token}"),)
+        )
     assert failure(err.value).code == grpc.StatusCode.UNAUTHENTICATED
     # And an access token is not a refresh token.
     with pytest.raises(grpc.aio.AioRpcError) as err:

@@ -55,4 +55,8 @@ async def test_domain_error_maps_to_status_reason_and_field(edge_channel):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(b"")
     got = failure(err.value)
-    assert (got.code, got.reason, got.fields) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD", ("login",))
+    assert (got.code, got.reason, got.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_FIELD",
+        ("login",),
+    )

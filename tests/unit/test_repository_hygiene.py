@@ -14,9 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _buf() -> str | None:
-    return shutil.which("buf") or next(
-        (str(p) for p in [ROOT / "node_modules/.bin/buf"] if p.exists()), None
-    )
+    return shutil.which("buf") or next((str(p) for p in [ROOT / "node_modules/.bin/buf"] if p.exists()), None)
 
 
 def test_generated_code_is_in_sync_with_protos(tmp_path: Path) -> None:
@@ -45,7 +43,9 @@ def test_buf_lint_is_clean() -> None:
     buf = _buf()
     if buf is None:
         pytest.fail("buf is not installed: run `make install`")
-    result = subprocess.run([str(ROOT / "scripts/buf"), "lint"], capture_output=True, text=True, env=_env(buf))
+    result = subprocess.run(
+        [str(ROOT / "scripts/buf"), "lint"], capture_output=True, text=True, env=_env(buf)
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -59,7 +59,9 @@ def test_buf_breaking_against_previous_commit() -> None:
     if has_parent.returncode != 0:
         pytest.skip("no previous commit to compare against (shallow clone or first commit)")
     previous_protos = subprocess.run(
-        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", "HEAD~1", "protos"], capture_output=True, text=True
+        ["git", "-C", str(ROOT), "ls-tree", "-r", "--name-only", "HEAD~1", "protos"],
+        capture_output=True,
+        text=True,
     )
     if not previous_protos.stdout.strip():
         pytest.skip("the previous commit has no protos")

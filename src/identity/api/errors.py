@@ -63,7 +63,11 @@ def domain_status(error: DomainError) -> grpc.Status:
         )
     if isinstance(error, Throttled):
         extra.append(
-            _pack(error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=error.retry_after_seconds)))
+            _pack(
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(seconds=error.retry_after_seconds)
+                )
+            )
         )
     return _status(_STATUS_BY_KIND[error.kind], error.message, error.reason, extra)
 

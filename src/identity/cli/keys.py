@@ -18,8 +18,14 @@ def list_keys() -> None:
         keys = await services.keys.list_keys()
         typer.echo(f"{'KID':<18} {'STATE':<8} {'CREATED':<25} PUBLISHED UNTIL")
         for key in keys:
-            until = "-" if key.state != "retired" else (key.publish_until.isoformat() if key.publish_until else "-")
-            typer.echo(f"{key.kid:<18} {key.state:<8} {key.created_at.isoformat(timespec='seconds'):<25} {until}")
+            until = (
+                "-"
+                if key.state != "retired"
+                else (key.publish_until.isoformat() if key.publish_until else "-")
+            )
+            typer.echo(
+                f"{key.kid:<18} {key.state:<8} {key.created_at.isoformat(timespec='seconds'):<25} {until}"
+            )
 
     with_services(action)
 

@@ -72,7 +72,9 @@ class KeyService:
     async def rotate(self) -> RotationResult:
         async with self._db.transaction() as uow:
             await uow.signing_keys.lock_ring()
-            before = {key.state: key for key in await uow.signing_keys.all() if key.state in ("active", "next")}
+            before = {
+                key.state: key for key in await uow.signing_keys.all() if key.state in ("active", "next")
+            }
             retired = before.get("active")
             await uow.signing_keys.retire_active(utcnow() + self._retire_grace)
             if "next" in before:
@@ -109,7 +111,8 @@ class KeyService:
                         load_private_key, self._box, active.kid, active.private_key_encrypted
                     )
             public = {
-                key.kid: PublicKey(key.kid, key.public_jwk, public_key_from_jwk(key.public_jwk)) for key in published
+                key.kid: PublicKey(key.kid, key.public_jwk, public_key_from_jwk(key.public_jwk))
+                for key in published
             }
             self._snapshot = KeyRingSnapshot(
                 signing_kid=active.kid if active else None,

@@ -12,9 +12,7 @@ from identity.store.redis import RedisStore
 
 
 class LoginThrottle:
-    def __init__(
-        self, redis: RedisStore, *, per_account: int, per_ip: int, window: timedelta
-    ) -> None:
+    def __init__(self, redis: RedisStore, *, per_account: int, per_ip: int, window: timedelta) -> None:
         self._redis = redis
         self._per_account = per_account
         self._per_ip = per_ip

@@ -56,7 +56,9 @@ class SigningKeyRepository:
         cur = await self._conn.execute("SELECT * FROM signing_keys ORDER BY created_at DESC")
         return [_key(row) for row in await cur.fetchall()]
 
-    async def insert(self, kid: str, state: str, private_key_encrypted: bytes, public_jwk: dict[str, Any]) -> None:
+    async def insert(
+        self, kid: str, state: str, private_key_encrypted: bytes, public_jwk: dict[str, Any]
+    ) -> None:
         await self._conn.execute(
             """
             INSERT INTO signing_keys (kid, state, private_key_encrypted, public_jwk, activated_at)
