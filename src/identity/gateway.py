@@ -173,19 +173,27 @@ def envoy_command(envoy: str, config_path: Path) -> list[str]:
 
 
 def _run_envoy(envoy: str, config_path: Path) -> int:
-    child = subprocess.Popen(envoy_command(envoy, config_path))
+    # Handlers go in before the child starts: a SIGTERM in between must not kill
+    # us with the default action and leave Envoy running without a parent.
+    child: subprocess.Popen[bytes] | None = None
+    pending: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
-        if child.poll() is None:
-            pass
+        if child is None:
+            pending.append(signum)
+        elif child.poll() is None:
+            child.send_signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        child = subprocess.Popen(envoy_command(envoy, config_path))
+        for signum in pending:
+            child.send_signal(signum)
         returncode = child.wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if child.poll() is None:
+        if child is not None and child.poll() is None:
             child.kill()
             child.wait()
     return 128 - returncode if returncode < 0 else returncode
@@ -203,12 +211,16 @@ def _check_config(cfg: GatewayConfig) -> None:
         raise ValueError("at least one service must be exposed")
     for service in cfg.services:
         if not _SERVICE_RE.match(service):
-            raise ValueError(f"invalid service name {service!r}: expected a fully-qualified name like identity.v1.AuthService")
+            raise ValueError(
+                f"invalid service name {service!r}: expected a full name like identity.v1.AuthService"
+            )
     if len(set(cfg.services)) != len(cfg.services):
         raise ValueError(f"duplicate service in {list(cfg.services)}")
     for origin in cfg.cors_origins:
         if not _ORIGIN_RE.match(origin):
-            raise ValueError(f"invalid CORS origin {origin!r}: expected scheme://host[:port], e.g. https://example.com")
+            raise ValueError(
+                f"invalid CORS origin {origin!r}: expected scheme://host[:port], e.g. https://example.com"
+            )
     if "\n" in str(cfg.descriptor_path) or "\r" in str(cfg.descriptor_path):
         raise ValueError("descriptor path must not contain line breaks")
 
@@ -245,7 +257,10 @@ def _render_service_routes(services: tuple[str, ...], indent: str) -> str:
     # One flow-style item per service: the match is on the gRPC path, which is the
     # request path once the transcoder has rewritten it (and for native gRPC calls).
     routes = [
-        "- " + json.dumps({"match": {"prefix": f"/{service}/"}, "route": {"cluster": _CLUSTER, "timeout": _ROUTE_TIMEOUT}})
+        "- "
+        + json.dumps(
+            {"match": {"prefix": f"/{service}/"}, "route": {"cluster": _CLUSTER, "timeout": _ROUTE_TIMEOUT}}
+        )
         for service in services
     ]
     return ("\n" + indent).join(routes)

@@ -5,6 +5,7 @@ against a stand-in AuthService)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 from identity import gateway
 from identity.gateway import (
@@ -33,7 +35,6 @@ from identity.gateway import (
     render_config,
     validate_config,
 )
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 RBAC = "identity.v1.RbacService"
 
@@ -81,10 +82,21 @@ def test_parse_host_port_accepts_host_and_bracketed_v6(value: str, expected: tup
 
 @pytest.mark.parametrize(
     "value",
-    ["", "8080", "identity", "identity:", ":8080", "::1:8080", "[::1]", "[nothost]:80", "host:65536", "host:http"],
+    [
+        "",
+        "8080",
+        "identity",
+        "identity:",
+        ":8080",
+        "::1:8080",
+        "[::1]",
+        "[nothost]:80",
+        "host:65536",
+        "host:http",
+    ],
 )
 def test_parse_host_port_refuses_anything_else(value: str) -> None:
-    with pytest.raises(ValueError, match="PORT|IPv6|range"):
+    with pytest.raises(ValueError, match=r"PORT|IPv6|range"):
         parse_host_port(value)
 
 
@@ -105,7 +117,9 @@ def test_descriptor_env_var_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     assert default_descriptor_path() == chosen
 
 
-def test_descriptor_env_var_naming_nothing_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_descriptor_env_var_naming_nothing_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv(gateway.DESCRIPTOR_ENV, str(tmp_path / "missing.pb"))
     with pytest.raises(FileNotFoundError, match=gateway.DESCRIPTOR_ENV):
         default_descriptor_path()
@@ -122,8 +136,8 @@ def test_default_render_exposes_only_auth_service(cfg: GatewayConfig, descriptor
     assert route_prefixes(rendered) == ["/identity.v1.AuthService/"]
     assert RBAC not in rendered
     assert f"proto_descriptor: {json.dumps(str(descriptor))}" in rendered
-    assert "socket_address: {address: \"127.0.0.1\", port_value: 8080}" in rendered
-    assert "socket_address: {address: \"127.0.0.1\", port_value: 50051}" in rendered
+    assert 'socket_address: {address: "127.0.0.1", port_value: 8080}' in rendered
+    assert 'socket_address: {address: "127.0.0.1", port_value: 50051}' in rendered
     assert "type: STATIC" in rendered
     # No origin is allowed unless one is configured.
     assert "allow_origin_string_match: []" in rendered
@@ -167,8 +181,8 @@ def test_custom_render_adds_services_origins_and_dns_upstream(cfg: GatewayConfig
 
     assert f'services: ["identity.v1.AuthService", "{RBAC}"]' in rendered
     assert route_prefixes(rendered) == ["/identity.v1.AuthService/", f"/{RBAC}/"]
-    assert "socket_address: {address: \"::\", port_value: 9090}" in rendered
-    assert "socket_address: {address: \"identity\", port_value: 50051}" in rendered
+    assert 'socket_address: {address: "::", port_value: 9090}' in rendered
+    assert 'socket_address: {address: "identity", port_value: 50051}' in rendered
     assert "type: STRICT_DNS" in rendered
     assert (
         'allow_origin_string_match: [{"exact": "https://www.cinema.example", "ignore_case": true}, '
@@ -197,7 +211,14 @@ def test_bad_origins_are_refused(cfg: GatewayConfig, origin: str) -> None:
 
 @pytest.mark.parametrize(
     "service",
-    ["", "1identity.v1.AuthService", "identity.v1.Auth Service", 'identity.v1.AuthService"]', "identity/v1", "a\nb"],
+    [
+        "",
+        "1identity.v1.AuthService",
+        "identity.v1.Auth Service",
+        'identity.v1.AuthService"]',
+        "identity/v1",
+        "a\nb",
+    ],
 )
 def test_bad_service_names_are_refused(cfg: GatewayConfig, service: str) -> None:
     with pytest.raises(ValueError, match="service name"):
@@ -243,7 +264,11 @@ def test_envoy_accepts_config_with_rbac_exposed(cfg: GatewayConfig) -> None:
 
 def test_envoy_accepts_config_with_two_origins_and_dns_upstream(cfg: GatewayConfig) -> None:
     validate_config(
-        replace(cfg, upstream_host="localhost", cors_origins=("https://www.cinema.example", "http://localhost:3000"))
+        replace(
+            cfg,
+            upstream_host="localhost",
+            cors_origins=("https://www.cinema.example", "http://localhost:3000"),
+        )
     )
 
 
@@ -295,9 +320,11 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15
     raise AssertionError(f"gateway did not listen on {port} within {timeout}s")
 
 
-def _http(method: str, url: str, body: dict[str, Any] | None = None, **headers: str) -> tuple[int, dict[str, str], bytes]:
+def _http(
+    method: str, url: str, body: dict[str, Any] | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
     if data is not None:
         request.add_header("content-type", "application/json")
     try:
@@ -323,21 +350,37 @@ def running_gateway(descriptor: Path, tmp_path: Path) -> Iterator[tuple[str, sub
         cors_origins=("https://www.cinema.example",),
     )
     # run_gateway in a process of its own: it owns the signal handlers there.
+    config_out = tmp_path / "envoy.yaml"
     script = (
         "import sys; from pathlib import Path; from identity.gateway import GatewayConfig, run_gateway; "
-        f"sys.exit(run_gateway(GatewayConfig('127.0.0.1', {listen_port}, '127.0.0.1', {upstream_port}, "
-        f"Path({str(descriptor)!r}), cors_origins=('https://www.cinema.example',)), Path({str(tmp_path / 'envoy.yaml')!r})))"
+        f"cfg = GatewayConfig('127.0.0.1', {listen_port}, '127.0.0.1', {upstream_port}, "
+        f"Path({str(descriptor)!r}), cors_origins=('https://www.cinema.example',)); "
+        f"sys.exit(run_gateway(cfg, Path({str(config_out)!r})))"
     )
-    proc = subprocess.Popen([sys.executable, "-c", script])
+    # A session of its own, so that teardown can always reach Envoy as well.
+    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
     try:
         _wait_for_port(listen_port, proc)
-        assert (tmp_path / "envoy.yaml").read_text() == render_config(cfg)
+        assert config_out.read_text() == render_config(cfg)
         yield f"http://127.0.0.1:{listen_port}", proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        _stop_gateway(proc)
         server.stop(grace=None)
+
+
+def _stop_gateway(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    # Whatever is left of the session (Envoy, if forwarding failed) goes too.
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
 
 
 @pytest.mark.e2e
@@ -346,7 +389,10 @@ def test_gateway_transcodes_and_forwards_authorization_and_client_ip(
 ) -> None:
     base, _ = running_gateway
     status, _, body = _http(
-        "POST", f"{base}/v1/auth/login", {"login": "someone", "password": "pw"}, authorization="Bearer abc"
+        "POST",
+        f"{base}/v1/auth/login",
+        {"login": "someone", "password": "pw"},
+        {"authorization": "Bearer abc"},
     )
     assert status == 200
     reply = json.loads(body)
@@ -358,7 +404,9 @@ def test_gateway_transcodes_and_forwards_authorization_and_client_ip(
 
 
 @pytest.mark.e2e
-def test_gateway_turns_grpc_errors_into_json_status(running_gateway: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_gateway_turns_grpc_errors_into_json_status(
+    running_gateway: tuple[str, subprocess.Popen[bytes]],
+) -> None:
     base, _ = running_gateway
     status, headers, body = _http("POST", f"{base}/v1/auth/login", {"login": "bad", "password": "pw"})
     assert status == 401
@@ -382,20 +430,21 @@ def test_gateway_answers_preflight_for_allowed_origin_only(
 ) -> None:
     base, _ = running_gateway
     preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
-    status, headers, _ = _http("OPTIONS", f"{base}/v1/auth/login", origin="https://www.cinema.example", **preflight)
+    allowed = {"origin": "https://www.cinema.example"}
+    status, headers, _ = _http("OPTIONS", f"{base}/v1/auth/login", headers=allowed | preflight)
     assert status == 200
     assert headers["access-control-allow-origin"] == "https://www.cinema.example"
     assert headers["access-control-allow-methods"] == "GET, POST, PATCH, DELETE, OPTIONS"
     assert headers["access-control-allow-headers"] == "authorization, content-type, x-request-id"
     assert headers["access-control-max-age"] == "600"
 
-    status, headers, _ = _http("OPTIONS", f"{base}/v1/auth/login", origin="https://evil.example", **preflight)
+    status, headers, _ = _http(
+        "OPTIONS", f"{base}/v1/auth/login", headers={"origin": "https://evil.example"} | preflight
+    )
     assert status == 404
     assert "access-control-allow-origin" not in headers
 
-    status, headers, _ = _http(
-        "POST", f"{base}/v1/auth/login", {"login": "bad"}, origin="https://www.cinema.example"
-    )
+    status, headers, _ = _http("POST", f"{base}/v1/auth/login", {"login": "bad"}, allowed)
     assert status == 401
     assert headers["access-control-allow-origin"] == "https://www.cinema.example"
     assert headers["access-control-expose-headers"] == "grpc-status, grpc-message, x-request-id"
@@ -410,7 +459,9 @@ def test_gateway_refuses_everything_else(running_gateway: tuple[str, subprocess.
 
 
 @pytest.mark.e2e
-def test_native_grpc_reaches_exposed_services_only(running_gateway: tuple[str, subprocess.Popen[bytes]]) -> None:
+def test_native_grpc_reaches_exposed_services_only(
+    running_gateway: tuple[str, subprocess.Popen[bytes]],
+) -> None:
     base, _ = running_gateway
     with grpc.insecure_channel(base.removeprefix("http://")) as channel:
         reply = auth_pb2_grpc.AuthServiceStub(channel).Login(auth_pb2.LoginRequest(login="x"), timeout=10)
