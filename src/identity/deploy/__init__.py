@@ -1,0 +1,1 @@
+"""Deployment assets shipped with the package: the Envoy config template."""
