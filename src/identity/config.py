@@ -71,6 +71,9 @@ class Settings:
     # Prefix of every Redis key, so several deployments (or test runs) can share a Redis.
     redis_prefix: str = field(default="identity:", metadata=_env("IDENTITY_REDIS_PREFIX"))
     grpc_listen: str = field(default="127.0.0.1:50051", metadata=_env("IDENTITY_GRPC_LISTEN"))
+    # Several `identity serve` processes on one port (SO_REUSEPORT); off so that a second
+    # server cannot silently share the port by accident.
+    grpc_reuseport: bool = field(default=False, metadata=_env("IDENTITY_GRPC_REUSEPORT"))
     # Master secret: encrypts private signing keys and TOTP secrets at rest (HKDF per purpose).
     secret_key: Secret = field(default=Secret(""), metadata=_env("IDENTITY_SECRET_KEY"))
 
@@ -86,6 +89,12 @@ class Settings:
     )
     session_idle_ttl: timedelta = field(
         default=timedelta(days=7), metadata=_env("IDENTITY_SESSION_IDLE_TTL_SECONDS")
+    )
+    # A client that lost a Refresh answer may present the same token again this long after
+    # it was rotated: the token it never received dies and a new one is issued, so a session
+    # never holds two live refresh tokens. 0 (the default) treats every second use as reuse.
+    refresh_reuse_grace: timedelta = field(
+        default=timedelta(0), metadata=_env("IDENTITY_REFRESH_REUSE_GRACE_SECONDS")
     )
     # How often each process re-reads the key ring, so a rotation made elsewhere is picked up.
     key_refresh_interval: timedelta = field(
@@ -104,6 +113,16 @@ class Settings:
     # x-forwarded-for hops to trust (1 behind one Envoy); 0 means use the TCP peer only.
     trusted_proxy_hops: int = field(default=0, metadata=_env("IDENTITY_TRUSTED_PROXY_HOPS"))
 
+    # Monthly login_history partitions kept ready beyond the current month (start-up and daily).
+    partition_months_ahead: int = field(default=3, metadata=_env("IDENTITY_PARTITION_MONTHS_AHEAD"))
+    partition_maintenance_interval: timedelta = field(
+        default=timedelta(days=1), metadata=_env("IDENTITY_PARTITION_MAINTENANCE_SECONDS")
+    )
+    # Default of `identity partitions prune --older-than`: whole months kept before the current one.
+    login_history_retention_months: int = field(
+        default=12, metadata=_env("IDENTITY_LOGIN_HISTORY_RETENTION_MONTHS")
+    )
+
     db_pool_min: int = field(default=2, metadata=_env("IDENTITY_DB_POOL_MIN"))
     db_pool_max: int = field(default=10, metadata=_env("IDENTITY_DB_POOL_MAX"))
     db_timeout: timedelta = field(default=timedelta(seconds=5), metadata=_env("IDENTITY_DB_TIMEOUT_SECONDS"))
@@ -111,6 +130,11 @@ class Settings:
         default=timedelta(seconds=10), metadata=_env("IDENTITY_SHUTDOWN_GRACE_SECONDS")
     )
     max_message_bytes: int = field(default=64 * 1024, metadata=_env("IDENTITY_MAX_MESSAGE_BYTES"))
+    # How long a process may answer checks from its permission cache without hearing from
+    # PostgreSQL; also the longest an RBAC write waits for a hung or killed process.
+    rbac_lease: timedelta = field(default=timedelta(seconds=3), metadata=_env("IDENTITY_RBAC_LEASE_SECONDS"))
+    # Users whose effective permissions each process keeps in memory.
+    permission_cache_size: int = field(default=100_000, metadata=_env("IDENTITY_PERMISSION_CACHE_SIZE"))
 
     log_level: str = field(default="info", metadata=_env("IDENTITY_LOG_LEVEL"))
     # "auto": JSON unless stderr is a terminal; "json" or "console" to force.

@@ -8,11 +8,21 @@ from dataclasses import dataclass
 from identity.config import Settings
 from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
+from identity.services.account import AccountService
 from identity.services.auth import AuthService
+from identity.services.authz import AuthzService, PermissionCache
+from identity.services.authz_sync import RbacSync
+from identity.services.history import HistoryService
 from identity.services.keys import KeyService
 from identity.services.paging import PageTokens
+from identity.services.partitions import PartitionService
+from identity.services.rbac import RoleService
+from identity.services.reauth import PasswordConfirmation
+from identity.services.service_keys import ServiceKeyService
+from identity.services.sessions import SessionService
 from identity.services.throttle import LoginThrottle
 from identity.services.tokens import TokenPolicy, TokenService
+from identity.services.user_admin import UserAdminService
 from identity.store.database import Database
 from identity.store.redis import RedisStore
 
@@ -27,8 +37,19 @@ class Services:
     tokens: TokenService
     auth: AuthService
     page_tokens: PageTokens
+    sessions: SessionService
+    history: HistoryService
+    account: AccountService
+    partitions: PartitionService
+    rbac_sync: RbacSync
+    authz: AuthzService
+    roles: RoleService
+    service_keys: ServiceKeyService
+    user_admin: UserAdminService
 
     async def close(self) -> None:
+        # Before the pool closes: the lease row is released through it.
+        await self.rbac_sync.stop()
         await self.db.close()
         await self.redis.close()
         self.hasher.close()
@@ -66,7 +87,23 @@ async def build_services(settings: Settings) -> Services:
         per_ip=settings.login_attempts_per_ip,
         window=settings.login_window,
     )
-    auth = AuthService(db, hasher, tokens, throttle, max_failed_logins=settings.max_failed_logins)
+    auth = AuthService(
+        db,
+        hasher,
+        tokens,
+        throttle,
+        max_failed_logins=settings.max_failed_logins,
+        refresh_reuse_grace=settings.refresh_reuse_grace,
+    )
+    page_tokens = PageTokens(master_key)
+    rbac_sync = RbacSync(
+        db,
+        settings.database_url,
+        lease_ttl=settings.rbac_lease,
+        connect_timeout=settings.db_timeout.total_seconds(),
+    )
+    permission_cache = PermissionCache(db, rbac_sync, max_users=settings.permission_cache_size)
+    confirmation = PasswordConfirmation(db, hasher, throttle, max_failed_logins=settings.max_failed_logins)
     return Services(
         settings=settings,
         db=db,
@@ -75,5 +112,18 @@ async def build_services(settings: Settings) -> Services:
         keys=keys,
         tokens=tokens,
         auth=auth,
-        page_tokens=PageTokens(master_key),
+        page_tokens=page_tokens,
+        sessions=SessionService(db, page_tokens, policy),
+        history=HistoryService(db, page_tokens),
+        account=AccountService(db, hasher, confirmation, policy),
+        partitions=PartitionService(
+            db,
+            months_ahead=settings.partition_months_ahead,
+            retention_months=settings.login_history_retention_months,
+        ),
+        rbac_sync=rbac_sync,
+        authz=AuthzService(permission_cache, tokens),
+        roles=RoleService(db, permission_cache, rbac_sync, tokens, page_tokens),
+        service_keys=ServiceKeyService(db, rbac_sync),
+        user_admin=UserAdminService(db, hasher, permission_cache, rbac_sync),
     )

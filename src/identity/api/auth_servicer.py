@@ -9,12 +9,12 @@ from typing import Any, TypeAlias
 import grpc
 
 from identity.api import convert
+from identity.api.errors import reason_enum
 from identity.api.metadata import bearer_token, client_info
 from identity.container import Services
 from identity.domain.errors import Unauthenticated
 from identity.domain.models import Principal
 from identity.v1 import auth_pb2, auth_pb2_grpc
-from identity.api.errors import reason_enum
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -44,6 +44,64 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
         await self._s.auth.logout(await self._caller(context))
         return auth_pb2.LogoutResponse()
+
+    async def LogoutOtherSessions(
+        self, request: auth_pb2.LogoutOtherSessionsRequest, context: Context
+    ) -> auth_pb2.LogoutOtherSessionsResponse:
+        revoked = await self._s.sessions.logout_others(await self._caller(context))
+        return auth_pb2.LogoutOtherSessionsResponse(revoked_count=revoked)
+
+    async def ListSessions(
+        self, request: auth_pb2.ListSessionsRequest, context: Context
+    ) -> auth_pb2.ListSessionsResponse:
+        caller = await self._caller(context)
+        page = await self._s.sessions.list_own(caller, request.page_size, request.page_token)
+        return auth_pb2.ListSessionsResponse(
+            sessions=[convert.session(s) for s in page.sessions], next_page_token=page.next_page_token
+        )
+
+    async def RevokeSession(
+        self, request: auth_pb2.RevokeSessionRequest, context: Context
+    ) -> auth_pb2.RevokeSessionResponse:
+        await self._s.sessions.revoke_own(await self._caller(context), request.session_id)
+        return auth_pb2.RevokeSessionResponse()
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: Context
+    ) -> auth_pb2.ChangePasswordResponse:
+        revoked = await self._s.account.change_password(
+            await self._caller(context),
+            request.current_password,
+            request.new_password,
+            keep_other_sessions=request.keep_other_sessions,
+            client=client_info(context, self._trusted_hops),
+        )
+        return auth_pb2.ChangePasswordResponse(revoked_count=revoked)
+
+    async def ChangeLogin(
+        self, request: auth_pb2.ChangeLoginRequest, context: Context
+    ) -> auth_pb2.ChangeLoginResponse:
+        changed = await self._s.account.change_login(
+            await self._caller(context),
+            request.new_login,
+            request.password,
+            client_info(context, self._trusted_hops),
+        )
+        return auth_pb2.ChangeLoginResponse(user=convert.user(changed))
+
+    async def ListLoginHistory(
+        self, request: auth_pb2.ListLoginHistoryRequest, context: Context
+    ) -> auth_pb2.ListLoginHistoryResponse:
+        page = await self._s.history.list_own(
+            await self._caller(context),
+            request.page_size,
+            request.page_token,
+            start=convert.optional_time(request, "start_time"),
+            end=convert.optional_time(request, "end_time"),
+        )
+        return auth_pb2.ListLoginHistoryResponse(
+            entries=[convert.history_entry(e) for e in page.entries], next_page_token=page.next_page_token
+        )
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
         keys = await self._s.keys.jwks()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
-from identity.domain.models import IssuedTokens, User
+from identity.domain.errors import InvalidArgument
+from identity.domain.models import IssuedTokens, LoginEvent, LoginOutcome, User
 from identity.security.jwt_codec import AccessClaims
 from identity.services.clock import utcnow
+from identity.services.sessions import ListedSession
 from identity.v1 import auth_pb2
 
 TOKEN_TYPE = "Bearer"
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
@@ -54,4 +59,41 @@ def claims(value: AccessClaims) -> auth_pb2.TokenClaims:
         exp=timestamp(value.expires_at),
         jti=value.token_id,
         sid=str(value.session_id),
+    )
+
+
+def optional_time(message: object, field: str) -> datetime | None:
+    """A Timestamp field of a request, or None when unset; out of range is bad input."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    value: timestamp_pb2.Timestamp = getattr(message, field)
+    if not (_MIN_SECONDS <= value.seconds <= _MAX_SECONDS and 0 <= value.nanos < 1_000_000_000):
+        raise InvalidArgument(field, f"{field} is out of range")
+    return value.ToDatetime(tzinfo=UTC)
+
+
+def session(value: ListedSession) -> auth_pb2.Session:
+    row = value.session
+    return auth_pb2.Session(
+        id=str(row.id),
+        create_time=timestamp(row.created_at),
+        last_used_time=timestamp(row.last_used_at),
+        expire_time=timestamp(value.expires_at),
+        ip=row.ip or "",
+        user_agent=row.user_agent,
+        current=value.current,
+    )
+
+
+def login_outcome(value: LoginOutcome) -> int:
+    return int(auth_pb2.LoginOutcome.Value("LOGIN_OUTCOME_" + value.value))
+
+
+def history_entry(value: LoginEvent) -> auth_pb2.LoginHistoryEntry:
+    return auth_pb2.LoginHistoryEntry(
+        login_time=timestamp(value.login_at),
+        outcome=login_outcome(value.outcome),
+        ip=value.ip or "",
+        user_agent=value.user_agent,
+        session_id="" if value.session_id is None else str(value.session_id),
     )

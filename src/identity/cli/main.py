@@ -6,12 +6,17 @@ from pathlib import Path
 
 import typer
 
-from identity.cli import keys
+from identity.cli import keys, partitions, roles, service_keys, sessions, users
 from identity.cli.runtime import run, settings
 from identity.config import env_names
 
 app = typer.Typer(help="identity: accounts, sessions, tokens and roles.", no_args_is_help=True)
 app.add_typer(keys.app, name="keys")
+app.add_typer(sessions.app, name="sessions")
+app.add_typer(partitions.app, name="partitions")
+app.add_typer(roles.app, name="roles")
+app.add_typer(users.app, name="users")
+app.add_typer(service_keys.app, name="service-keys")
 
 
 @app.command()

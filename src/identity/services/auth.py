@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 import structlog
 
 from identity.domain.errors import InvalidArgument, InvalidCredentials, Throttled, Unauthenticated
 from identity.domain.logins import canonical_login, display_login, validate_email
-from identity.domain.models import ClientInfo, IssuedTokens, LoginOutcome, Principal, User
+from identity.domain.models import ClientInfo, IssuedTokens, LoginOutcome, Principal, Session, User
 from identity.domain.passwords import MAX_PASSWORD_LENGTH, check_password_policy, normalize_password
 from identity.security import opaque
 from identity.security.passwords import PasswordHasher
 from identity.services.clock import utcnow
 from identity.services.throttle import LoginThrottle
-from identity.services.tokens import TokenService, check_session_live
+from identity.services.tokens import SessionExpired, TokenPolicy, TokenService, check_session_live
 from identity.store.database import Database
 from identity.store.uow import UnitOfWork
 
@@ -51,6 +51,17 @@ class LoginResult:
     tokens: IssuedTokens
 
 
+def live_for_refresh(session: Session | None, policy: TokenPolicy) -> Session:
+    """check_session_live, with an expiry message that says which lifetime ran out."""
+    try:
+        return check_session_live(session, None, policy)
+    except SessionExpired:
+        assert session is not None
+        if session.expires_at <= utcnow():
+            raise SessionExpired("session reached its maximum lifetime, log in again") from None
+        raise SessionExpired("session was idle for too long, log in again") from None
+
+
 def require_password_field(raw: str, field: str) -> str:
     if not raw:
         raise InvalidArgument(field, f"{field} is required")
@@ -68,12 +79,14 @@ class AuthService:
         throttle: LoginThrottle,
         *,
         max_failed_logins: int,
+        refresh_reuse_grace: timedelta = timedelta(0),
     ) -> None:
         self._db = db
         self._hasher = hasher
         self._tokens = tokens
         self._throttle = throttle
         self._max_failed_logins = max_failed_logins
+        self._refresh_reuse_grace = refresh_reuse_grace
 
     async def register(self, login: str, password: str, email: str) -> User:
         canonical = canonical_login(login)
@@ -133,15 +146,19 @@ class AuthService:
         async with self._db.transaction() as uow:
             session_id = await uow.sessions.rotate_refresh_token(token_hash)
             if session_id is None:
+                session_id = await self._retry_within_grace(uow, token_hash)
+            if session_id is None:
                 state = await uow.sessions.refresh_token_state(token_hash)
                 if state is None:
                     raise RefreshTokenInvalid()
                 reused_session = state.session_id
                 await self._end_reused_session(uow, state.session_id, client)
             else:
-                session = check_session_live(await uow.sessions.get_for_update(session_id), None, self._tokens.policy)
+                session = live_for_refresh(await uow.sessions.get_for_update(session_id), self._tokens.policy)
                 new_refresh = opaque.new_secret(opaque.REFRESH_PREFIX)
-                await uow.sessions.add_refresh_token(opaque.digest(new_refresh), session_id)
+                new_hash = opaque.digest(new_refresh)
+                await uow.sessions.add_refresh_token(new_hash, session_id)
+                await uow.sessions.set_successor(token_hash, new_hash)
                 await uow.sessions.touch(session_id)
         if reused_session is not None:
             # Raised outside the block so the revocation above is committed.
@@ -154,6 +171,27 @@ class AuthService:
     async def logout(self, principal: Principal) -> None:
         async with self._db.transaction() as uow:
             await uow.sessions.revoke(principal.session_id, "logout")
+
+    async def _retry_within_grace(self, uow: UnitOfWork, token_hash: bytes) -> UUID | None:
+        """A second use of a rotated token, within the grace window and while the token
+        its rotation produced is still unused, is a client retrying a lost answer: that
+        unused successor dies here and the caller issues a new one, so the session never
+        holds two live tokens. Returns the session id, or None when this is reuse."""
+        if self._refresh_reuse_grace <= timedelta(0):
+            return None
+        # The row lock makes concurrent retries of one token take turns.
+        state = await uow.sessions.lock_refresh_token(token_hash)
+        if (
+            state is None
+            or state.rotated_at is None
+            or state.replaced_by is None
+            or state.rotated_at + self._refresh_reuse_grace < utcnow()
+        ):
+            return None
+        if not await uow.sessions.retire_unused_refresh_token(state.replaced_by):
+            return None  # the successor was used: the old token is being replayed
+        log.info("refresh_retried_within_grace", session_id=str(state.session_id))
+        return state.session_id
 
     async def _end_reused_session(self, uow: UnitOfWork, session_id: UUID, client: ClientInfo) -> None:
         session = await uow.sessions.get_for_update(session_id)

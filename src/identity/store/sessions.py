@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from identity.domain.models import Session
@@ -28,6 +28,29 @@ def _session(row: Row) -> Session:
 class RefreshTokenState:
     session_id: UUID
     rotated_at: datetime | None
+    # The token its rotation produced (None while unused, or when it was retired unused).
+    replaced_by: bytes | None = None
+
+
+def _token_state(row: Row) -> RefreshTokenState:
+    replaced_by = row["replaced_by"]
+    return RefreshTokenState(
+        row["session_id"], row["rotated_at"], None if replaced_by is None else bytes(replaced_by)
+    )
+
+
+@dataclass(frozen=True)
+class SessionCursor:
+    """Keyset position in a newest-first listing of sessions."""
+
+    created_at: datetime
+    id: UUID
+
+
+# A session is live until it is revoked, reaches expires_at, or sits unused for the idle TTL.
+_LIVE = """
+    revoked_at IS NULL AND expires_at > %(now)s AND last_used_at > %(now)s - %(idle)s
+"""
 
 
 class SessionRepository:
@@ -71,7 +94,9 @@ class SessionRepository:
         )
         return cur.rowcount == 1
 
-    async def revoke_all_for_user(self, user_id: UUID, reason: str, *, except_session: UUID | None = None) -> int:
+    async def revoke_all_for_user(
+        self, user_id: UUID, reason: str, *, except_session: UUID | None = None
+    ) -> int:
         cur = await self._conn.execute(
             """
             UPDATE sessions SET revoked_at = now(), revoked_reason = %s
@@ -103,7 +128,60 @@ class SessionRepository:
 
     async def refresh_token_state(self, token_hash: bytes) -> RefreshTokenState | None:
         cur = await self._conn.execute(
-            "SELECT session_id, rotated_at FROM refresh_tokens WHERE token_hash = %s", (token_hash,)
+            "SELECT session_id, rotated_at, replaced_by FROM refresh_tokens WHERE token_hash = %s",
+            (token_hash,),
         )
         row = await cur.fetchone()
-        return None if row is None else RefreshTokenState(row["session_id"], row["rotated_at"])
+        return None if row is None else _token_state(row)
+
+    async def lock_refresh_token(self, token_hash: bytes) -> RefreshTokenState | None:
+        """Reads a token under a row lock, so that retries of one rotated token take turns."""
+        cur = await self._conn.execute(
+            """
+            SELECT session_id, rotated_at, replaced_by FROM refresh_tokens
+            WHERE token_hash = %s FOR UPDATE
+            """,
+            (token_hash,),
+        )
+        row = await cur.fetchone()
+        return None if row is None else _token_state(row)
+
+    async def set_successor(self, token_hash: bytes, successor_hash: bytes) -> None:
+        await self._conn.execute(
+            "UPDATE refresh_tokens SET replaced_by = %s WHERE token_hash = %s", (successor_hash, token_hash)
+        )
+
+    async def retire_unused_refresh_token(self, token_hash: bytes) -> bool:
+        """Kills a token that was never presented; False if it was used (or is gone) already."""
+        cur = await self._conn.execute(
+            "UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = %s AND rotated_at IS NULL",
+            (token_hash,),
+        )
+        return cur.rowcount == 1
+
+    async def list_live_for_user(
+        self,
+        user_id: UUID,
+        *,
+        now: datetime,
+        idle_ttl: timedelta,
+        limit: int,
+        after: SessionCursor | None = None,
+    ) -> list[Session]:
+        """Live sessions, newest first, starting after the cursor."""
+        params: dict[str, object] = {"user_id": user_id, "now": now, "idle": idle_ttl, "limit": limit}
+        keyset = ""
+        if after is not None:
+            keyset = "AND (created_at, id) < (%(after_created)s, %(after_id)s)"
+            params.update(after_created=after.created_at, after_id=after.id)
+        cur = await self._conn.execute(
+            # Only fixed clauses are interpolated; every value travels as a parameter.
+            f"""
+            SELECT * FROM sessions
+            WHERE user_id = %(user_id)s AND {_LIVE} {keyset}
+            ORDER BY created_at DESC, id DESC
+            LIMIT %(limit)s
+            """,  # noqa: S608
+            params,
+        )
+        return [_session(row) for row in await cur.fetchall()]

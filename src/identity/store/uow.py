@@ -7,6 +7,10 @@ from typing import TYPE_CHECKING
 
 from identity.store.keys import SigningKeyRepository
 from identity.store.login_history import LoginHistoryRepository
+from identity.store.partitions import PartitionRepository
+from identity.store.rbac_leases import RbacLeaseRepository
+from identity.store.roles import RoleRepository
+from identity.store.service_keys import ServiceKeyRepository
 from identity.store.sessions import SessionRepository
 from identity.store.users import UserRepository
 
@@ -20,4 +24,8 @@ class UnitOfWork:
         self.users = UserRepository(conn)
         self.sessions = SessionRepository(conn)
         self.login_history = LoginHistoryRepository(conn)
+        self.partitions = PartitionRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)
+        self.roles = RoleRepository(conn)
+        self.service_keys = ServiceKeyRepository(conn)
+        self.rbac_leases = RbacLeaseRepository(conn)

@@ -1,0 +1,238 @@
+"""Exact invalidation of the in-process permission caches, across processes, with no
+round trip on the check path.
+
+The rule to keep: once a write that changes anyone's permissions has *returned*, the
+next check on any server process sees it. Checks must not query PostgreSQL (nor
+Redis) in the common case, so each process answers from memory and the burden is
+put on the rare writer instead:
+
+- Every RBAC write bumps `rbac_version` in its transaction and NOTIFYs the new value
+  (triggers, migration 0003).
+- Each server process holds a *lease* in `rbac_cache_leases`: "until T (PostgreSQL's
+  clock) I may answer from my cache; I have applied version A". A process trusts its
+  cache only while its lease is valid by its own clock, measured conservatively from
+  *before* the renewal was sent, so it stops trusting it no later than T.
+- A renewal commits only if the process has applied the current version, and takes a
+  share lock on `rbac_version`: it either commits before a writer's bump (so that
+  writer sees the lease and waits for it) or waits for the writer and sees its version.
+- The NOTIFY makes a process apply the version (drop its caches) and then acknowledge it
+  by renewing. A writer, after its commit, returns only once every live lease has
+  acknowledged its version or lapsed; since nothing can renew without acknowledging,
+  that takes at most one lease time, and normally a few milliseconds.
+
+Losing PostgreSQL: the listener connection dies, the lease is dropped at once and
+checks go to PostgreSQL, which answers UNAVAILABLE (fail closed). Redis plays no part,
+so losing it cannot revive anything. A process that hangs or is killed makes writers
+wait until its lease lapses (IDENTITY_RBAC_LEASE_SECONDS) and no longer."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from datetime import timedelta
+
+import psycopg
+import structlog
+from psycopg.rows import dict_row
+
+from identity.domain.errors import BackendUnavailable
+from identity.store.database import Database
+from identity.store.rbac_leases import RbacLeaseRepository
+from identity.store.rows import Conn as Connection
+
+log = structlog.get_logger("identity.rbac_sync")
+
+CHANNEL = "identity_rbac"
+_RECONNECT_DELAY = 0.5
+_MAX_RECONNECT_DELAY = 5.0
+_STALE_LEASE_RETENTION = timedelta(hours=1)
+
+
+def _boottime() -> float:
+    # Keeps counting while the machine is suspended, unlike CLOCK_MONOTONIC: a lease
+    # must never look valid after a suspend longer than itself.
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+clock: Callable[[], float] = _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # reported to the awaiters; not "never retrieved"
+
+
+class RbacSync:
+    def __init__(
+        self, db: Database, database_url: str, *, lease_ttl: timedelta, connect_timeout: float
+    ) -> None:
+        self._db = db
+        self._url = database_url
+        self._ttl = lease_ttl
+        self._ttl_seconds = lease_ttl.total_seconds()
+        # Room for clock-rate differences between this host and PostgreSQL's.
+        self._margin = max(0.05, self._ttl_seconds * 0.1)
+        self._renew_every = self._ttl_seconds / 3
+        self._connect_timeout = connect_timeout
+        self.lease_id = uuid.uuid4()
+        self._host = socket.gethostname()[:128]
+        # The highest RBAC version this process has applied; caches tagged with it are exact
+        # as long as the lease is valid.
+        self.applied = -1
+        # Until when (by `clock`) this process may trust its caches; read on every check.
+        self.lease_until = 0.0
+        self._on_change: list[Callable[[int], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._listening = False
+        self._revalidating: asyncio.Task[None] | None = None
+
+    def on_change(self, callback: Callable[[int], None]) -> None:
+        self._on_change.append(callback)
+
+    def trusted(self) -> bool:
+        """May this process answer from its cache right now?"""
+        return clock() < self.lease_until
+
+    def observe(self, version: int) -> None:
+        """A committed version seen anywhere (notification, renewal, a fill's snapshot)."""
+        if version > self.applied:
+            self.applied = version
+            for callback in self._on_change:
+                callback(version)
+
+    def _drop_lease(self) -> None:
+        self.lease_until = 0.0
+
+    async def start(self, ready_timeout: float = 5.0) -> None:
+        """Starts listening and takes the first lease (waits for it a little, not forever:
+        without a lease checks are still right, only slower)."""
+        if self._task is not None:
+            return
+        self._task = asyncio.create_task(self._run(), name="rbac-sync")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), ready_timeout)
+
+    async def stop(self) -> None:
+        self._drop_lease()
+        self._listening = False
+        if self._task is None:
+            return
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        with contextlib.suppress(BackendUnavailable):
+            async with self._db.reader() as uow:
+                await uow.rbac_leases.release(self.lease_id)
+
+    async def wait_applied(self, version: int) -> None:
+        """Called by a writer after its commit: returns once no process can answer from a
+        cache older than `version`."""
+        self.observe(version)
+        deadline = clock() + self._ttl_seconds + self._margin
+        if self._task is not None:
+            # Acknowledge for this process now rather than when its own NOTIFY arrives.
+            with contextlib.suppress(BackendUnavailable):
+                await self._renew()
+        delay = 0.001
+        while True:
+            with contextlib.suppress(BackendUnavailable):
+                async with self._db.reader() as uow:
+                    if await uow.rbac_leases.pending(version) == 0:
+                        return
+            remaining = deadline - clock()
+            if remaining <= 0:
+                # Every lease that existed at our commit has lapsed by now, and none can have
+                # been renewed without applying our version.
+                return
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.05)
+
+    async def revalidate(self) -> bool:
+        """For a check that found the lease lapsed (e.g. a renewal late under load): one
+        renewal shared by every such check, instead of a query per check. Only while
+        listening: a lease without notifications would make every writer wait it out.
+        Raises BackendUnavailable if PostgreSQL does not answer (the check fails closed)."""
+        if not self._listening:
+            return False
+        task = self._revalidating
+        if task is None or task.done():
+            task = asyncio.ensure_future(self._renew())
+            task.add_done_callback(_retrieve)
+            self._revalidating = task
+        await asyncio.shield(task)
+        return self.trusted()
+
+    async def _renew(self, conn: Connection | None = None) -> None:
+        """Renews the lease (on `conn`, else through the pool), catching up first if a
+        newer version has been committed."""
+        for _ in range(5):
+            started = clock()
+            if conn is None:
+                async with self._db.reader() as uow:
+                    current, renewed = await uow.rbac_leases.renew(
+                        self.lease_id, self.applied, self._ttl, self._host, os.getpid()
+                    )
+            else:
+                current, renewed = await RbacLeaseRepository(conn).renew(
+                    self.lease_id, self.applied, self._ttl, self._host, os.getpid()
+                )
+            if renewed:
+                self.lease_until = max(self.lease_until, started + self._ttl_seconds - self._margin)
+                self._ready.set()
+                return
+            # Behind: drop every cache entry older than `current`, then acknowledge it.
+            self.observe(current)
+        self._drop_lease()
+
+    async def _run(self) -> None:
+        with contextlib.suppress(BackendUnavailable):
+            async with self._db.transaction() as uow:
+                await uow.rbac_leases.prune(_STALE_LEASE_RETENTION)
+        delay = _RECONNECT_DELAY
+        while True:
+            try:
+                await self._listen()
+            except asyncio.CancelledError:
+                raise
+            except (psycopg.Error, BackendUnavailable, OSError) as exc:
+                was_listening, self._listening = self._listening, False
+                self._drop_lease()
+                if was_listening:
+                    delay = _RECONNECT_DELAY
+                if delay == _RECONNECT_DELAY:
+                    log.warning("rbac_sync_lost", error_type=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _MAX_RECONNECT_DELAY)
+
+    async def _listen(self) -> None:
+        conn = await psycopg.AsyncConnection.connect(
+            self._url,
+            autocommit=True,
+            row_factory=dict_row,
+            connect_timeout=max(1, int(self._connect_timeout)),
+        )
+        async with conn:
+            # LISTEN before reading the version: a write committed after that read is
+            # sure to be notified.
+            await conn.execute(f"LISTEN {CHANNEL}")
+            await self._renew(conn)
+            self._listening = True
+            next_renewal = clock() + self._renew_every
+            while True:
+                latest: int | None = None
+                async for notice in conn.notifies(timeout=max(0.0, next_renewal - clock()), stop_after=1):
+                    with contextlib.suppress(ValueError):
+                        latest = max(latest or 0, int(notice.payload))
+                if latest is not None:
+                    self.observe(latest)
+                elif clock() < next_renewal:
+                    continue
+                await self._renew(conn)
+                next_renewal = clock() + self._renew_every

@@ -1,0 +1,119 @@
+"""login_history partition maintenance: create months ahead, list, prune past retention.
+
+Every run holds one advisory lock for its whole transaction, so any number of
+server processes (and an operator's CLI) may run it at once: they take turns, and
+each later run finds the work done. The DEFAULT partition is never dropped: it is
+what keeps a login from ever failing for want of a partition."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from identity.domain.errors import InvalidArgument
+from identity.services.clock import utcnow
+from identity.store.database import Database
+from identity.store.partitions import Partition, add_months, month_start, partition_name
+
+log = structlog.get_logger("identity.partitions")
+
+MAX_MONTHS_AHEAD = 120
+MAX_RETENTION_MONTHS = 1200
+
+
+@dataclass(frozen=True)
+class CreatedPartition:
+    name: str
+    start: datetime
+    end: datetime
+    # Rows of this month found in DEFAULT and moved into the new partition.
+    moved_rows: int
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    # Partitions wholly before this instant are past retention.
+    cutoff: datetime
+    dropped: list[Partition]
+    dry_run: bool
+
+
+def months_to_cover(first_month: datetime, months_ahead: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) of first_month's month and of the months_ahead months after it."""
+    first = month_start(first_month)
+    return [(add_months(first, i), add_months(first, i + 1)) for i in range(months_ahead + 1)]
+
+
+def retention_cutoff(now: datetime, older_than_months: int) -> datetime:
+    """Keep the current month and the older_than_months whole months before it."""
+    return add_months(month_start(now), -older_than_months)
+
+
+class PartitionService:
+    def __init__(self, db: Database, *, months_ahead: int, retention_months: int) -> None:
+        self._db = db
+        self.months_ahead = months_ahead
+        self.retention_months = retention_months
+
+    async def ensure(
+        self, months_ahead: int | None = None, *, first_month: datetime | None = None
+    ) -> list[CreatedPartition]:
+        """Creates each missing monthly partition from first_month (default: the
+        current month) to months_ahead months after it, in one transaction."""
+        ahead = self.months_ahead if months_ahead is None else months_ahead
+        if not 0 <= ahead <= MAX_MONTHS_AHEAD:
+            raise InvalidArgument("months_ahead", f"months ahead must be 0 to {MAX_MONTHS_AHEAD}")
+        created: list[CreatedPartition] = []
+        async with self._db.transaction() as uow:
+            await uow.partitions.lock()
+            existing = await uow.partitions.partitions()
+            for start, end in months_to_cover(first_month or utcnow(), ahead):
+                if any(p.overlaps(start, end) for p in existing):
+                    continue
+                moved = await uow.partitions.create_month(start, end)
+                created.append(CreatedPartition(partition_name(start), start, end, moved))
+        for item in created:
+            log.info("partition_created", partition=item.name, moved_rows=item.moved_rows)
+        return created
+
+    async def list_partitions(self) -> list[Partition]:
+        """Every partition with its range and exact row count, oldest first, DEFAULT last."""
+        async with self._db.transaction() as uow:
+            return await uow.partitions.partitions(with_counts=True)
+
+    async def prune(
+        self, older_than_months: int | None = None, *, dry_run: bool = False, now: datetime | None = None
+    ) -> PruneResult:
+        """Detaches and drops the monthly partitions that end on or before the cutoff."""
+        months = self.retention_months if older_than_months is None else older_than_months
+        if not 1 <= months <= MAX_RETENTION_MONTHS:
+            raise InvalidArgument("older_than", f"retention must be 1 to {MAX_RETENTION_MONTHS} months")
+        cutoff = retention_cutoff(now or utcnow(), months)
+        async with self._db.transaction() as uow:
+            await uow.partitions.lock()
+            expired = [
+                p
+                for p in await uow.partitions.partitions(with_counts=True)
+                if not p.is_default and p.end is not None and p.end <= cutoff
+            ]
+            if not dry_run:
+                for partition in expired:
+                    await uow.partitions.drop(partition.name)
+        if not dry_run:
+            for partition in expired:
+                log.info("partition_dropped", partition=partition.name, rows=partition.rows)
+        return PruneResult(cutoff, expired, dry_run)
+
+
+async def run_periodic_ensure(service: PartitionService, interval: timedelta) -> None:
+    """The server's daily task: ensure again after every interval, until cancelled.
+    A failed run is logged and retried next time; DEFAULT catches logins meanwhile."""
+    while True:
+        await asyncio.sleep(interval.total_seconds())
+        try:
+            await service.ensure()
+        except Exception as exc:  # keep the task alive: a missed run is not fatal
+            log.warning("partition_ensure_failed", error_type=type(exc).__name__)

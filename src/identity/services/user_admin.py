@@ -1,0 +1,62 @@
+"""Operator actions on users from the command line: bootstrap a superuser, unlock an
+account, show what a user may do. The operator is trusted (they hold the database);
+nothing here is reachable over gRPC."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+
+from identity.domain.errors import NotFound
+from identity.domain.logins import canonical_login, display_login
+from identity.domain.models import User
+from identity.domain.passwords import check_password_policy
+from identity.domain.permissions import SUPERUSER_ROLE_ID, EffectivePermission
+from identity.security.passwords import PasswordHasher
+from identity.services.authz import PermissionCache
+from identity.services.authz_sync import RbacSync
+from identity.store.database import Database
+
+log = structlog.get_logger("identity.user_admin")
+
+
+class UserAdminService:
+    def __init__(self, db: Database, hasher: PasswordHasher, cache: PermissionCache, sync: RbacSync) -> None:
+        self._db = db
+        self._hasher = hasher
+        self._cache = cache
+        self._sync = sync
+
+    async def by_login(self, login: str) -> User:
+        async with self._db.reader() as uow:
+            user = await uow.users.get_by_login(canonical_login(login))
+        if user is None:
+            raise NotFound("no user with this login", reason="USER_NOT_FOUND")
+        return user
+
+    async def create_superuser(self, login: str, password: str) -> User:
+        """A new account holding the built-in superuser role, created atomically."""
+        canonical = canonical_login(login)
+        checked = check_password_policy(password, canonical)
+        password_hash = await self._hasher.hash(checked)
+        async with self._db.transaction() as uow:
+            await uow.roles.lock_for_write()
+            user = await uow.users.create(uuid.uuid4(), display_login(login), canonical, None, password_hash)
+            await uow.roles.assign(user.id, SUPERUSER_ROLE_ID, None, None)
+            version = await uow.roles.version()
+        await self._sync.wait_applied(version)
+        log.info("superuser_created", user_id=str(user.id))
+        return user
+
+    async def unlock(self, login: str) -> User:
+        """Resets the consecutive failed-login counter that locks an account."""
+        user = await self.by_login(login)
+        async with self._db.transaction() as uow:
+            await uow.users.unlock(user.id)
+        log.info("account_unlocked", user_id=str(user.id))
+        return user
+
+    async def permissions(self, login: str) -> tuple[User, list[EffectivePermission]]:
+        user = await self.by_login(login)
+        return user, (await self._cache.grants(user.id)).effective()
