@@ -7,13 +7,14 @@ the tests. In one run it:
 
 1. creates a throw-away database (like the tests), migrates it, and seeds a user
    holding a role that carries `catalog.films.read`, plus a service key;
-2. starts N bare echo processes (scripts/bench/echo_server.py) sharing one port, and
-   drives them with h2load: warm-up, a closed-loop run at full speed, then an open-loop
-   run at half the measured echo rate (clients started 1 ms apart, so that their
+2. starts N bare echo processes (scripts/bench/echo_server.py) and N `identity serve`
+   processes (IDENTITY_GRPC_REUSEPORT=1), each set sharing one port; N = cores;
+3. drives both with the same h2load command, CheckPermission(user_id,
+   catalog.films.read) with the service key: a warm-up each, then alternating
+   closed-loop rounds at full speed (echo, identity, echo, ...: drift in the machine's
+   speed hits both alike; the ratio is the median of the rounds'), then one open-loop
+   run each at half the echo rate (clients started 1 ms apart, so that their
    per-client timers do not fire together and send the calls in bursts);
-3. does the same against N `identity serve` processes sharing one port
-   (IDENTITY_GRPC_REUSEPORT=1), asking CheckPermission(user_id, catalog.films.read)
-   with the service key;
 4. verifies the answers (real gRPC calls must say allowed, GRANTED) and counts outcomes
    on the server side: every process logs how many checks it answered and how many were
    allowed when it stops; h2load alone would count a gRPC error as a success;
@@ -21,6 +22,7 @@ the tests. In one run it:
 
 Targets (issue 4): throughput >= 70% of the echo ceiling; p99 <= 10 ms at half rate.
 Exit status: 0 when met, 2 when a target is missed, 1 when the answers are wrong.
+The figures are only as quiet as the machine: run it on an otherwise idle one.
 
 h2load comes from the Debian package nghttp2-client; when it is missing and we are
 root, the script installs it with apt-get, otherwise it says how."""

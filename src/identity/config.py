@@ -109,7 +109,9 @@ class Settings:
     # Login attempts allowed per account and per client address in each window.
     login_attempts_per_account: int = field(default=10, metadata=_env("IDENTITY_LOGIN_ATTEMPTS_PER_ACCOUNT"))
     login_attempts_per_ip: int = field(default=50, metadata=_env("IDENTITY_LOGIN_ATTEMPTS_PER_IP"))
-    login_window: timedelta = field(default=timedelta(minutes=1), metadata=_env("IDENTITY_LOGIN_WINDOW_SECONDS"))
+    login_window: timedelta = field(
+        default=timedelta(minutes=1), metadata=_env("IDENTITY_LOGIN_WINDOW_SECONDS")
+    )
     # x-forwarded-for hops to trust (1 behind one Envoy); 0 means use the TCP peer only.
     trusted_proxy_hops: int = field(default=0, metadata=_env("IDENTITY_TRUSTED_PROXY_HOPS"))
 
@@ -156,7 +158,9 @@ class Settings:
 
     def require_secret_key(self) -> bytes:
         if len(self.secret_key.reveal()) < 32:
-            raise ValueError("IDENTITY_SECRET_KEY must be set to at least 32 characters (e.g. `openssl rand -hex 32`)")
+            raise ValueError(
+                "IDENTITY_SECRET_KEY must be set to at least 32 characters (e.g. `openssl rand -hex 32`)"
+            )
         return self.secret_key.reveal().encode()
 
 

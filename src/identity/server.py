@@ -34,7 +34,13 @@ HEALTH_INTERVAL_SECONDS = 2.0
 
 
 class RunningServer:
-    def __init__(self, server: grpc.aio.Server, services: Services, health_servicer: health.aio.HealthServicer, port: int):
+    def __init__(
+        self,
+        server: grpc.aio.Server,
+        services: Services,
+        health_servicer: health.aio.HealthServicer,
+        port: int,
+    ):
         self.server = server
         self.services = services
         self.health = health_servicer

@@ -41,7 +41,11 @@ def test_dev_stack_starts_private_services_and_serves_both_paths():
     )
     log = (dev_dir / "stack.log").open("wb")
     stack = subprocess.Popen(
-        [str(ROOT / "scripts/dev-stack")], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        [str(ROOT / "scripts/dev-stack")],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{http_port}"
     try:
@@ -55,12 +59,18 @@ def test_dev_stack_starts_private_services_and_serves_both_paths():
 
         wait_for(envoy_up, "the dev stack", timeout=120)
         login = new_login("quick")
-        assert http("POST", base + "/v1/auth/register", {"login": login, "password": STRONG_PASSWORD})[0] == 200
-        status, tokens, _ = http("POST", base + "/v1/auth/login", {"login": login, "password": STRONG_PASSWORD})
+        assert (
+            http("POST", base + "/v1/auth/register", {"login": login, "password": STRONG_PASSWORD})[0] == 200
+        )
+        status, tokens, _ = http(
+            "POST", base + "/v1/auth/login", {"login": login, "password": STRONG_PASSWORD}
+        )
         assert status == 200 and tokens["access_token"]
 
         listed = subprocess.run(
-            [str(BIN / "grpcurl"), "-plaintext", f"127.0.0.1:{grpc_port}", "list"], capture_output=True, text=True
+            [str(BIN / "grpcurl"), "-plaintext", f"127.0.0.1:{grpc_port}", "list"],
+            capture_output=True,
+            text=True,
         )
         assert {"identity.v1.AuthService", "identity.v1.RbacService"} <= set(listed.stdout.split())
         assert _port_open(pg_port) and _port_open(redis_port)
@@ -75,4 +85,6 @@ def test_dev_stack_starts_private_services_and_serves_both_paths():
             raise
         finally:
             log.close()
-    wait_for(lambda: not any(_port_open(p) for p in (grpc_port, http_port, pg_port, redis_port)), "ports to close")
+    wait_for(
+        lambda: not any(_port_open(p) for p in (grpc_port, http_port, pg_port, redis_port)), "ports to close"
+    )

@@ -11,14 +11,16 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
+from identity.v1 import auth_pb2, auth_pb2_grpc
 
 from identity.server import start_server
-from identity.v1 import auth_pb2, auth_pb2_grpc
 from tests.support import STRONG_PASSWORD, failure, new_login, test_settings
 
 
 @asynccontextmanager
-async def server_with(database_url: str, **overrides: Any) -> AsyncIterator[tuple[auth_pb2_grpc.AuthServiceStub, Any]]:
+async def server_with(
+    database_url: str, **overrides: Any
+) -> AsyncIterator[tuple[auth_pb2_grpc.AuthServiceStub, Any]]:
     running = await start_server(test_settings(database_url, **overrides))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:

@@ -27,7 +27,9 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def _caller(self, context: Context) -> Principal:
         return await self._s.tokens.authenticate(bearer_token(context))
 
-    async def Register(self, request: auth_pb2.RegisterRequest, context: Context) -> auth_pb2.RegisterResponse:
+    async def Register(
+        self, request: auth_pb2.RegisterRequest, context: Context
+    ) -> auth_pb2.RegisterResponse:
         created = await self._s.auth.register(request.login, request.password, request.email)
         return auth_pb2.RegisterResponse(user=convert.user(created))
 

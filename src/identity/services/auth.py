@@ -94,7 +94,9 @@ class AuthService:
         checked_password = check_password_policy(password, canonical)
         password_hash = await self._hasher.hash(checked_password)
         async with self._db.transaction() as uow:
-            user = await uow.users.create(uuid.uuid4(), display_login(login), canonical, checked_email, password_hash)
+            user = await uow.users.create(
+                uuid.uuid4(), display_login(login), canonical, checked_email, password_hash
+            )
         log.info("user_registered", user_id=str(user.id))
         return user
 
@@ -123,7 +125,9 @@ class AuthService:
 
         matched = await self._hasher.verify(password, credentials.password_hash if credentials else None)
         if credentials is None or not matched:
-            await self._record(credentials.user.id if credentials else None, LoginOutcome.BAD_CREDENTIALS, client)
+            await self._record(
+                credentials.user.id if credentials else None, LoginOutcome.BAD_CREDENTIALS, client
+            )
             raise InvalidCredentials()
         user = credentials.user
         if user.disabled_at is not None:
@@ -215,7 +219,11 @@ class AuthService:
         refresh_token = opaque.new_secret(opaque.REFRESH_PREFIX)
         await uow.sessions.add_refresh_token(opaque.digest(refresh_token), session_id)
         await uow.login_history.record(
-            user_id=user_id, outcome=outcome, ip=client.ip, user_agent=client.user_agent, session_id=session_id
+            user_id=user_id,
+            outcome=outcome,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            session_id=session_id,
         )
         return IssuedTokens("", utcnow(), refresh_token, session_id, user_id)
 
@@ -226,7 +234,9 @@ class AuthService:
 
     async def _record(self, user_id: UUID | None, outcome: LoginOutcome, client: ClientInfo) -> None:
         async with self._db.transaction() as uow:
-            await uow.login_history.record(user_id=user_id, outcome=outcome, ip=client.ip, user_agent=client.user_agent)
+            await uow.login_history.record(
+                user_id=user_id, outcome=outcome, ip=client.ip, user_agent=client.user_agent
+            )
 
     async def _record_for_login(self, canonical: str, outcome: LoginOutcome, client: ClientInfo) -> None:
         async with self._db.transaction() as uow:

@@ -45,7 +45,8 @@ class UserRepository:
         except psycopg.errors.UniqueViolation:
             raise AlreadyExists("login is already taken", reason="LOGIN_TAKEN") from None
         await self._conn.execute(
-            "INSERT INTO password_credentials (user_id, password_hash) VALUES (%s, %s)", (user_id, password_hash)
+            "INSERT INTO password_credentials (user_id, password_hash) VALUES (%s, %s)",
+            (user_id, password_hash),
         )
         user = await self.get(user_id)
         assert user is not None
@@ -78,7 +79,9 @@ class UserRepository:
         row = await cur.fetchone()
         if row is None:
             return None
-        return Credentials(user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"])
+        return Credentials(
+            user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"]
+        )
 
     async def credentials(self, user_id: UUID) -> Credentials | None:
         cur = await self._conn.execute(
@@ -91,10 +94,14 @@ class UserRepository:
         row = await cur.fetchone()
         if row is None:
             return None
-        return Credentials(user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"])
+        return Credentials(
+            user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"]
+        )
 
     async def reset_failed_attempts(self, user_id: UUID) -> None:
-        await self._conn.execute("UPDATE users SET failed_logins = 0 WHERE id = %s AND failed_logins <> 0", (user_id,))
+        await self._conn.execute(
+            "UPDATE users SET failed_logins = 0 WHERE id = %s AND failed_logins <> 0", (user_id,)
+        )
 
     async def set_password(self, user_id: UUID, password_hash: bytes) -> None:
         await self._conn.execute(
