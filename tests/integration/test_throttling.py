@@ -6,27 +6,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 import grpc
-from identity.v1 import auth_pb2, auth_pb2_grpc
+from identity.v1 import auth_pb2
 
-from identity.server import start_server
-from tests.support import STRONG_PASSWORD, failure, new_login, test_settings
-
-
-@asynccontextmanager
-async def server_with(
-    database_url: str, **overrides: Any
-) -> AsyncIterator[tuple[auth_pb2_grpc.AuthServiceStub, Any]]:
-    running = await start_server(test_settings(database_url, **overrides))
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            yield auth_pb2_grpc.AuthServiceStub(channel), running
-    finally:
-        await running.stop(0.5)
+from tests.integration.harness import server_with
+from tests.support import STRONG_PASSWORD, failure, new_login
 
 
 async def _attempts(stub, login: str, password: str, count: int, metadata=()) -> Counter[str]:
