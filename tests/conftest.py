@@ -8,13 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2_grpc
 
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.logging import configure_logging
 from identity.server import RunningServer, start_server
 from identity.store.migrate import upgrade
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2_grpc
 from tests.support import STRONG_PASSWORD, bearer, fresh_database, new_login, test_settings
 
 

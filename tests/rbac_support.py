@@ -7,13 +7,13 @@ import asyncio
 import secrets
 
 import structlog
-from identity.v1 import rbac_pb2
 from typer.testing import CliRunner, Result
 
 from identity.cli.main import app
 from identity.container import Services
 from identity.domain.permissions import SUPERUSER_ROLE_ID, Role
 from identity.services.rbac import Actor
+from identity.v1 import rbac_pb2
 from tests.support import REDIS_URL, TEST_SECRET_KEY, bearer
 
 OPERATOR = Actor.OPERATOR

@@ -52,12 +52,12 @@ from typing import Any
 
 import grpc
 import psycopg
-from identity.v1 import rbac_pb2, rbac_pb2_grpc
 
 from identity.config import Secret, Settings
 from identity.container import build_services
 from identity.services.rbac import Actor
 from identity.store.migrate import upgrade
+from identity.v1 import rbac_pb2, rbac_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

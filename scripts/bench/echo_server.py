@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 import grpc
+
 from identity.v1 import rbac_pb2
 
 METHOD = "/identity.v1.RbacService/CheckPermission"

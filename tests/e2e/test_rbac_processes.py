@@ -10,9 +10,9 @@ import grpc
 import psycopg
 import pytest
 from google.protobuf import field_mask_pb2
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 from identity.store.migrate import upgrade
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 from tests.e2e.conftest import BIN, ServerProcess, free_port, server_env, start_server_process
 from tests.rbac_support import new_permission, new_role_name
 from tests.support import ADMIN_URL, STRONG_PASSWORD, bearer, failure, fresh_database, new_login

@@ -10,9 +10,9 @@ import grpc
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
-from identity.v1 import auth_pb2, auth_pb2_grpc
 
 from identity.store.migrate import upgrade
+from identity.v1 import auth_pb2, auth_pb2_grpc
 from tests.e2e.conftest import health_status, start_server_process, wait_for
 from tests.support import ADMIN_URL, STRONG_PASSWORD, failure, fresh_database, new_login
 

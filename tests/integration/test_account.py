@@ -6,8 +6,8 @@ import asyncio
 
 import grpc
 import pytest
-from identity.v1 import auth_pb2, errors_pb2
 
+from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import Account, register_and_login
 from tests.integration.harness import server_with
 from tests.support import STRONG_PASSWORD, failure, new_login

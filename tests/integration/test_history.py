@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
-from identity.v1 import auth_pb2
 
+from identity.v1 import auth_pb2
 from tests.conftest import Account, register_and_login
 from tests.integration.harness import server_with
 from tests.support import failure

@@ -17,7 +17,8 @@ from identity.services.partitions import PartitionService
 from identity.store.database import Database
 from identity.store.migrate import upgrade
 from identity.store.partitions import add_months, month_start, partition_name
-from tests.integration.harness import run_cli, server_with
+from tests.integration.harness import server_with
+from tests.rbac_support import identity_cli as run_cli
 from tests.support import fresh_database, test_settings
 
 MIGRATION_MONTHS_AHEAD = 3  # what 0001 creates: the current month and three more

@@ -7,8 +7,8 @@ import time
 
 import grpc
 import pytest
-from identity.v1 import auth_pb2
 
+from identity.v1 import auth_pb2
 from tests.support import failure, new_login
 
 

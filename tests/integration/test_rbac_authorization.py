@@ -11,9 +11,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from identity.v1 import rbac_pb2
 
 from identity.domain.permissions import ROLES_ASSIGN, ROLES_READ, ROLES_WRITE, SUPERUSER_ROLE_ID
+from identity.v1 import rbac_pb2
 from tests.conftest import Account, register_and_login
 from tests.rbac_support import (
     OPERATOR,

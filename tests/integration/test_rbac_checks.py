@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2
-from identity.v1 import auth_pb2, rbac_pb2
 
+from identity.v1 import auth_pb2, rbac_pb2
 from tests.conftest import register_and_login
 from tests.rbac_support import (
     ASSIGNMENT_EXPIRED,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from identity.v1 import auth_pb2, rbac_pb2
 
+from identity.v1 import auth_pb2, rbac_pb2
 from tests.rbac_support import by_user, identity_cli, new_permission, new_role_name
 from tests.support import STRONG_PASSWORD, bearer, new_login
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
-from identity.v1 import rbac_pb2
 
 from identity.domain.permissions import SUPERUSER_ROLE_ID
+from identity.v1 import rbac_pb2
 from tests.conftest import Account, register_and_login
 from tests.rbac_support import by_user, make_superuser, new_permission, new_role_name, service_key
 from tests.support import failure

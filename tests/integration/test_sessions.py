@@ -8,8 +8,8 @@ import uuid
 
 import grpc
 import pytest
-from identity.v1 import auth_pb2, errors_pb2
 
+from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import Account, register_and_login
 from tests.support import failure
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import uuid
 
 from identity.v1 import auth_pb2, errors_pb2
-
 from tests.conftest import register_and_login
-from tests.integration.harness import run_cli
+from tests.rbac_support import identity_cli as run_cli
 
 
 async def _valid(auth, access_token: str) -> bool:

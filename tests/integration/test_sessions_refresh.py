@@ -8,9 +8,9 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from identity.v1 import auth_pb2, errors_pb2
 
 from identity.security import opaque
+from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import register_and_login
 from tests.integration.harness import server_with
 from tests.support import failure

@@ -8,8 +8,8 @@ import asyncio
 from collections import Counter
 
 import grpc
-from identity.v1 import auth_pb2
 
+from identity.v1 import auth_pb2
 from tests.integration.harness import server_with
 from tests.support import STRONG_PASSWORD, failure, new_login
 

@@ -13,8 +13,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from identity.v1 import auth_pb2, errors_pb2
 
+from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import register_and_login
 from tests.support import failure
 

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from google.protobuf import timestamp_pb2
-from identity.v1 import auth_pb2
 
 from identity.api import convert
 from identity.domain.errors import InvalidArgument
@@ -17,6 +16,7 @@ from identity.services.history import check_range
 from identity.services.sessions import parse_session_id
 from identity.services.tokens import SessionExpired, SessionRevoked, TokenPolicy
 from identity.store.login_history import HistoryCursor, TimeRange, page_query
+from identity.v1 import auth_pb2
 
 POLICY = TokenPolicy(
     issuer="identity",

@@ -24,7 +24,6 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 from identity import gateway
 from identity.gateway import (
@@ -35,6 +34,7 @@ from identity.gateway import (
     render_config,
     validate_config,
 )
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 RBAC = "identity.v1.RbacService"
 
