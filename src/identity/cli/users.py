@@ -60,3 +60,25 @@ def unlock(login: LoginOpt) -> None:
         typer.echo(f"unlocked {user.login}")
 
     with_services(action)
+
+
+@app.command()
+def disable(login: LoginOpt) -> None:
+    """Disable an account: every session ends now and it can no longer log in or hold permissions."""
+
+    async def action(services: Services) -> None:
+        user, ended = await services.user_admin.set_disabled(login, disabled=True)
+        typer.echo(f"disabled {user.login}; {ended} session(s) ended")
+
+    with_services(action)
+
+
+@app.command()
+def enable(login: LoginOpt) -> None:
+    """Enable a disabled account again."""
+
+    async def action(services: Services) -> None:
+        user, _ = await services.user_admin.set_disabled(login, disabled=False)
+        typer.echo(f"enabled {user.login}")
+
+    with_services(action)

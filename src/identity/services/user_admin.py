@@ -1,5 +1,5 @@
-"""Operator actions on users from the command line: bootstrap a superuser, unlock an
-account, show what a user may do. The operator is trusted (they hold the database);
+"""Operator actions on users from the command line: bootstrap a superuser, unlock,
+disable or enable an account, show what a user may do. The operator is trusted (they hold the database);
 nothing here is reachable over gRPC."""
 
 from __future__ import annotations
@@ -56,6 +56,22 @@ class UserAdminService:
             await uow.users.unlock(user.id)
         log.info("account_unlocked", user_id=str(user.id))
         return user
+
+    async def set_disabled(self, login: str, disabled: bool) -> tuple[User, int]:
+        """Disabling ends every session of the account at once (PostgreSQL is the record,
+        so it survives losing Redis) and, like any RBAC write, returns only once no server
+        process answers a permission check from what it knew before: a disabled user holds
+        nothing. Enabling lets the user log in again. Returns the user and the sessions ended."""
+        user = await self.by_login(login)
+        async with self._db.transaction() as uow:
+            await uow.users.set_disabled(user.id, disabled)
+            ended = await uow.sessions.revoke_all_for_user(user.id, "account_disabled") if disabled else 0
+            version = await uow.roles.version()
+        await self._sync.wait_applied(version)
+        log.info(
+            "account_disabled" if disabled else "account_enabled", user_id=str(user.id), sessions_ended=ended
+        )
+        return user, ended
 
     async def permissions(self, login: str) -> tuple[User, list[EffectivePermission]]:
         user = await self.by_login(login)
