@@ -62,23 +62,21 @@ def unlock(login: LoginOpt) -> None:
     with_services(action)
 
 
+def _set_disabled(login: str, disabled: bool) -> None:
+    async def action(services: Services) -> None:
+        user, ended = await services.user_admin.set_disabled(login, disabled=disabled)
+        typer.echo(f"disabled {user.login}; {ended} session(s) ended" if disabled else f"enabled {user.login}")
+
+    with_services(action)
+
+
 @app.command()
 def disable(login: LoginOpt) -> None:
     """Disable an account: every session ends now and it can no longer log in or hold permissions."""
-
-    async def action(services: Services) -> None:
-        user, ended = await services.user_admin.set_disabled(login, disabled=True)
-        typer.echo(f"disabled {user.login}; {ended} session(s) ended")
-
-    with_services(action)
+    _set_disabled(login, disabled=True)
 
 
 @app.command()
 def enable(login: LoginOpt) -> None:
     """Enable a disabled account again."""
-
-    async def action(services: Services) -> None:
-        user, _ = await services.user_admin.set_disabled(login, disabled=False)
-        typer.echo(f"enabled {user.login}")
-
-    with_services(action)
+    _set_disabled(login, disabled=False)
