@@ -65,7 +65,8 @@ def unlock(login: LoginOpt) -> None:
 def _set_disabled(login: str, disabled: bool) -> None:
     async def action(services: Services) -> None:
         user, ended = await services.user_admin.set_disabled(login, disabled=disabled)
-        typer.echo(f"disabled {user.login}; {ended} session(s) ended" if disabled else f"enabled {user.login}")
+        outcome = f"disabled {user.login}; {ended} session(s) ended" if disabled else f"enabled {user.login}"
+        typer.echo(outcome)
 
     with_services(action)
 
