@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 import structlog
@@ -229,7 +229,6 @@ class AuthService:
 
     async def _with_access_token(self, issued: IssuedTokens) -> IssuedTokens:
         token, expires_at = await self._tokens.issue_access_token(issued.user_id, issued.session_id)
-        assert isinstance(expires_at, datetime)
         return IssuedTokens(token, expires_at, issued.refresh_token, issued.session_id, issued.user_id)
 
     async def _record(self, user_id: UUID | None, outcome: LoginOutcome, client: ClientInfo) -> None:

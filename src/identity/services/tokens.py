@@ -7,7 +7,7 @@ once, and losing Redis cannot revive it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from identity.domain.errors import Unauthenticated
@@ -66,7 +66,7 @@ class TokenService:
         self._keys = keys
         self.policy = policy
 
-    async def issue_access_token(self, user_id: UUID, session_id: UUID) -> tuple[str, object]:
+    async def issue_access_token(self, user_id: UUID, session_id: UUID) -> tuple[str, datetime]:
         ring = await self._keys.current()
         if ring.signing_key is None or ring.signing_kid is None:
             raise RuntimeError("no active signing key; run `identity keys rotate`")
@@ -95,19 +95,17 @@ class TokenService:
             leeway=self.policy.clock_skew,
         )
 
-    async def authenticate(self, token: str | None) -> Principal:
-        if not token:
-            raise TokenMissing()
-        claims = await self.verify_signature_and_claims(token)
-        async with self._db.reader() as uow:
-            session = await uow.sessions.get(claims.session_id)
-        check_session_live(session, claims.subject, self.policy)
-        return Principal(user_id=claims.subject, session_id=claims.session_id, token_id=claims.token_id)
-
     async def validate(self, token: str) -> AccessClaims:
-        """authenticate() for ValidateToken: the claims of a token whose session is live."""
+        """The claims of a token that verifies and whose session is live (ValidateToken)."""
         claims = await self.verify_signature_and_claims(token)
         async with self._db.reader() as uow:
             session = await uow.sessions.get(claims.session_id)
         check_session_live(session, claims.subject, self.policy)
         return claims
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The caller behind a bearer token, for every RPC of ours that takes one."""
+        if not token:
+            raise TokenMissing()
+        claims = await self.validate(token)
+        return Principal(user_id=claims.subject, session_id=claims.session_id, token_id=claims.token_id)
