@@ -5,6 +5,7 @@ from __future__ import annotations
 import unicodedata
 
 from identity.domain.errors import InvalidArgument
+from identity.domain.lookalikes import NameProblem, name_problem
 
 MIN_LOGIN_LENGTH = 3
 MAX_LOGIN_LENGTH = 64
@@ -25,18 +26,12 @@ def canonical_login(raw: str, *, field: str = "login") -> str:
             f"login must be {MIN_LOGIN_LENGTH} to {MAX_LOGIN_LENGTH} characters",
             reason="LOGIN_INVALID",
         )
-    scripts: set[str] = set()
-    for char in login:
-        category = unicodedata.category(char)
-        if category.startswith("L"):
-            scripts.add(unicodedata.name(char, "UNKNOWN").split(" ")[0])
-        elif not (category == "Nd" or char in _ALLOWED_PUNCTUATION or category == "Mn"):
-            raise InvalidArgument(
-                field,
-                "login may contain letters, digits and . _ - @ + only",
-                reason="LOGIN_INVALID",
-            )
-    if len(scripts) > 1:
+    problem = name_problem(login, _ALLOWED_PUNCTUATION)
+    if problem is NameProblem.BAD_CHARACTER:
+        raise InvalidArgument(
+            field, "login may contain letters, digits and . _ - @ + only", reason="LOGIN_INVALID"
+        )
+    if problem is NameProblem.MIXED_SCRIPTS:
         raise InvalidArgument(field, "login mixes letters of several scripts", reason="LOGIN_INVALID")
     return login
 

@@ -16,6 +16,7 @@ from typing import NamedTuple
 from uuid import UUID
 
 from identity.domain.errors import InvalidArgument
+from identity.domain.lookalikes import NameProblem, name_problem
 
 MAX_PERMISSION_LENGTH = 128
 WILDCARD = "*"
@@ -85,18 +86,14 @@ def role_name(raw: str, *, field: str = "name") -> RoleName:
         raise InvalidArgument(
             field, f"role name must be 1 to {MAX_ROLE_NAME_LENGTH} characters", reason="ROLE_NAME_INVALID"
         )
-    scripts: set[str] = set()
-    for char in canonical:
-        category = unicodedata.category(char)
-        if category.startswith("L"):
-            scripts.add(unicodedata.name(char, "UNKNOWN").split(" ")[0])
-        elif not (category in ("Nd", "Mn") or char in _ROLE_PUNCTUATION):
-            raise InvalidArgument(
-                field,
-                "role name may contain letters, digits, spaces and . _ - : only",
-                reason="ROLE_NAME_INVALID",
-            )
-    if len(scripts) > 1:
+    problem = name_problem(canonical, _ROLE_PUNCTUATION)
+    if problem is NameProblem.BAD_CHARACTER:
+        raise InvalidArgument(
+            field,
+            "role name may contain letters, digits, spaces and . _ - : only",
+            reason="ROLE_NAME_INVALID",
+        )
+    if problem is NameProblem.MIXED_SCRIPTS:
         raise InvalidArgument(field, "role name mixes letters of several scripts", reason="ROLE_NAME_INVALID")
     return RoleName(display, canonical)
 
