@@ -6,30 +6,34 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from identity.config import Settings
+from identity.domain.clock import Clock, SystemClock
 from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
 from identity.services.account import AccountService
 from identity.services.auth import AuthService
-from identity.services.authz import AuthzService, PermissionCache
+from identity.services.authz import AuthzService
 from identity.services.authz_sync import RbacSync
+from identity.services.credentials import CredentialCheck
 from identity.services.history import HistoryService
 from identity.services.keys import KeyService
 from identity.services.paging import PageTokens
 from identity.services.partitions import PartitionService
+from identity.services.permission_cache import PermissionCache
 from identity.services.rbac import RoleService
-from identity.services.reauth import PasswordConfirmation
 from identity.services.service_keys import ServiceKeyService
 from identity.services.sessions import SessionService
 from identity.services.throttle import LoginThrottle
 from identity.services.tokens import TokenPolicy, TokenService
 from identity.services.user_admin import UserAdminService
 from identity.store.database import Database
+from identity.store.rbac_channel import RbacChannel
 from identity.store.redis import RedisStore
 
 
 @dataclass
 class Services:
     settings: Settings
+    clock: Clock
     db: Database
     redis: RedisStore
     hasher: PasswordHasher
@@ -55,7 +59,9 @@ class Services:
         self.hasher.close()
 
 
-async def build_services(settings: Settings) -> Services:
+async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    """Everything, from settings; `clock` is the real time unless a test passes its own."""
+    clock = clock or SystemClock()
     master_key = settings.require_secret_key()
     db = Database(
         settings.database_url,
@@ -69,6 +75,7 @@ async def build_services(settings: Settings) -> Services:
     keys = KeyService(
         db,
         SecretBox(master_key, "signing-keys"),
+        clock,
         refresh_interval=settings.key_refresh_interval,
         retire_grace=settings.access_token_ttl + settings.key_refresh_interval + settings.clock_skew,
     )
@@ -80,32 +87,28 @@ async def build_services(settings: Settings) -> Services:
         session_absolute_ttl=settings.session_absolute_ttl,
         session_idle_ttl=settings.session_idle_ttl,
     )
-    tokens = TokenService(db, keys, policy)
+    tokens = TokenService(db, keys, policy, clock)
     throttle = LoginThrottle(
         redis,
         per_account=settings.login_attempts_per_account,
         per_ip=settings.login_attempts_per_ip,
         window=settings.login_window,
     )
+    credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=settings.max_failed_logins)
     auth = AuthService(
-        db,
-        hasher,
-        tokens,
-        throttle,
-        max_failed_logins=settings.max_failed_logins,
-        refresh_reuse_grace=settings.refresh_reuse_grace,
+        db, hasher, tokens, credentials, clock, refresh_reuse_grace=settings.refresh_reuse_grace
     )
     page_tokens = PageTokens(master_key)
     rbac_sync = RbacSync(
         db,
-        settings.database_url,
+        RbacChannel(settings.database_url, connect_timeout=settings.db_timeout.total_seconds()),
+        clock,
         lease_ttl=settings.rbac_lease,
-        connect_timeout=settings.db_timeout.total_seconds(),
     )
-    permission_cache = PermissionCache(db, rbac_sync, max_users=settings.permission_cache_size)
-    confirmation = PasswordConfirmation(db, hasher, throttle, max_failed_logins=settings.max_failed_logins)
+    permission_cache = PermissionCache(db, rbac_sync, clock, max_users=settings.permission_cache_size)
     return Services(
         settings=settings,
+        clock=clock,
         db=db,
         redis=redis,
         hasher=hasher,
@@ -113,17 +116,18 @@ async def build_services(settings: Settings) -> Services:
         tokens=tokens,
         auth=auth,
         page_tokens=page_tokens,
-        sessions=SessionService(db, page_tokens, policy),
+        sessions=SessionService(db, page_tokens, policy, clock),
         history=HistoryService(db, page_tokens),
-        account=AccountService(db, hasher, confirmation, policy),
+        account=AccountService(db, hasher, credentials, policy, clock),
         partitions=PartitionService(
             db,
+            clock,
             months_ahead=settings.partition_months_ahead,
             retention_months=settings.login_history_retention_months,
         ),
         rbac_sync=rbac_sync,
         authz=AuthzService(permission_cache, tokens),
-        roles=RoleService(db, permission_cache, rbac_sync, tokens, page_tokens),
+        roles=RoleService(db, permission_cache, rbac_sync, tokens, page_tokens, clock),
         service_keys=ServiceKeyService(db, rbac_sync),
         user_admin=UserAdminService(db, hasher, permission_cache, rbac_sync),
     )

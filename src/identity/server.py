@@ -21,6 +21,7 @@ from identity.api.interceptor import ErrorMappingInterceptor
 from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
 from identity.container import Services, build_services
+from identity.domain.clock import Clock
 from identity.services.partitions import run_periodic_ensure
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
@@ -89,8 +90,29 @@ async def ensure_partitions(services: Services) -> None:
         log.warning("partition_ensure_failed", error_type=type(exc).__name__)
 
 
-async def start_server(settings: Settings, services: Services | None = None) -> RunningServer:
-    services = services or await build_services(settings)
+def add_servicers(server: grpc.aio.Server, services: Services) -> None:
+    """Each servicer gets the services it calls, and nothing else."""
+    auth_pb2_grpc.add_AuthServiceServicer_to_server(
+        AuthServicer(
+            auth=services.auth,
+            tokens=services.tokens,
+            sessions=services.sessions,
+            account=services.account,
+            history=services.history,
+            keys=services.keys,
+            trusted_proxy_hops=services.settings.trusted_proxy_hops,
+        ),
+        server,
+    )
+    rbac_pb2_grpc.add_RbacServiceServicer_to_server(
+        RbacServicer(roles=services.roles, authz=services.authz), server
+    )
+
+
+async def start_server(
+    settings: Settings, services: Services | None = None, *, clock: Clock | None = None
+) -> RunningServer:
+    services = services or await build_services(settings, clock)
     await services.keys.ensure_ring()
     await services.keys.reload()
     await ensure_partitions(services)
@@ -104,8 +126,7 @@ async def start_server(settings: Settings, services: Services | None = None) -> 
             ("grpc.max_receive_message_length", settings.max_message_bytes),
         ],
     )
-    auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(services), server)
-    rbac_pb2_grpc.add_RbacServiceServicer_to_server(RbacServicer(services), server)
+    add_servicers(server, services)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -65,7 +65,10 @@ def test_change_password_over_http(gateway):
         {"current_password": "not the password", "new_password": "yet another fine passphrase"},
         bearer(laptop),
     )
-    assert status == 401 and error_reason(body) == "INVALID_CREDENTIALS"
+    # A typo is a 400 naming the field, not a 401: the web app must not log the user out.
+    assert status == 400 and error_reason(body) == "PASSWORD_INCORRECT"
+    status, _, _ = http("GET", gateway.base_url + "/v1/account/sessions", None, bearer(laptop))
+    assert status == 200
     status, body, _ = http(
         "POST",
         gateway.base_url + "/v1/account/password",

@@ -68,9 +68,13 @@ async def test_change_password_can_keep_other_sessions(auth, account):
     assert await _valid(auth, other.access_token)
 
 
-async def test_wrong_current_password_is_unauthenticated_counted_and_recorded(auth, account, services):
+async def test_wrong_current_password_is_invalid_argument_counted_and_recorded(auth, account, services):
     got = await _fails(_change_password(auth, account, "not my password at all", NEW_PASSWORD))
-    assert (got.code, got.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    assert (got.code, got.reason, got.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PASSWORD_INCORRECT",
+        ("current_password",),
+    )
     assert await _failed_logins(services, account.user_id) == 1
     history = await auth.ListLoginHistory(auth_pb2.ListLoginHistoryRequest(), metadata=account.metadata)
     assert history.entries[0].outcome == auth_pb2.LOGIN_OUTCOME_BAD_CREDENTIALS
@@ -90,7 +94,7 @@ async def test_reauthentication_respects_the_lockout(database_url):
             outcomes.append(
                 (await _fails(_change_password(stub, account, "wrong guess here", NEW_PASSWORD))).reason
             )
-        assert outcomes == ["INVALID_CREDENTIALS", "INVALID_CREDENTIALS", "ACCOUNT_LOCKED", "ACCOUNT_LOCKED"]
+        assert outcomes == ["PASSWORD_INCORRECT", "PASSWORD_INCORRECT", "ACCOUNT_LOCKED", "ACCOUNT_LOCKED"]
         # Locked means locked: even the right password waits for an operator.
         assert (await _fails(_change_password(stub, account, account.password, NEW_PASSWORD))).reason == (
             "ACCOUNT_LOCKED"
@@ -185,11 +189,16 @@ async def test_concurrent_changes_to_one_login_exactly_one_wins(auth):
     assert len(losers) == 7
 
 
-async def test_change_login_with_the_wrong_password_is_unauthenticated(auth, account, services):
+async def test_change_login_with_the_wrong_password_names_the_field(auth, account, services):
     got = await _fails(_change_login(auth, account, new_login(), "certainly not the password"))
-    assert (got.code, got.reason) == (grpc.StatusCode.UNAUTHENTICATED, "INVALID_CREDENTIALS")
+    assert (got.code, got.reason, got.fields) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "PASSWORD_INCORRECT",
+        ("password",),
+    )
     assert await _failed_logins(services, account.user_id) == 1
     await _login(auth, account.login, account.password)
+    assert await _valid(auth, account.access_token)
 
 
 @pytest.mark.parametrize("bad", ["", "ab", "has space", "pаypal", "x" * 65, "semi;colon"])
@@ -201,7 +210,7 @@ async def test_invalid_new_login_is_invalid_argument(auth, account, bad):
 async def test_new_login_inside_the_password_is_refused_only_after_reauthentication(auth, account):
     # A token thief cannot use this rule to learn what the password contains.
     wrong = await _fails(_change_login(auth, account, "horse", "wrong password entirely"))
-    assert wrong.reason == "INVALID_CREDENTIALS"
+    assert wrong.reason == "PASSWORD_INCORRECT"
     right = await _fails(_change_login(auth, account, "horse"))
     assert (right.reason, right.fields) == ("PASSWORD_CONTAINS_LOGIN", ("new_login",))
 

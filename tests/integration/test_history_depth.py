@@ -12,15 +12,17 @@ from datetime import datetime
 
 import pytest
 
+from identity.domain.clock import SystemClock
 from identity.domain.models import LoginEvent, Principal
-from identity.services.clock import utcnow
+from identity.domain.paging import HistoryCursor, TimeRange
+from identity.domain.partitions import add_months, month_start
 from identity.services.history import HistoryService
 from identity.services.paging import PageTokens
 from identity.services.partitions import PartitionService
 from identity.store.database import Database
-from identity.store.login_history import HistoryCursor, TimeRange, page_query
+from identity.store.login_history import page_query
 from identity.store.migrate import upgrade
-from identity.store.partitions import add_months, month_start, partition_name
+from identity.store.partitions import partition_name
 from tests.support import TEST_SECRET_KEY, fresh_database
 
 ROWS = 100_000
@@ -43,8 +45,8 @@ async def planted() -> AsyncIterator[Planted]:
         upgrade(url)
         db = Database(url, min_size=1, max_size=4)
         await db.open()
-        first = add_months(month_start(utcnow()), -(MONTHS - 1))
-        await PartitionService(db, months_ahead=0, retention_months=12).ensure(MONTHS - 1, first_month=first)
+        first = add_months(month_start(SystemClock().now()), -(MONTHS - 1))
+        await PartitionService(db, SystemClock(), months_ahead=0, retention_months=12).ensure(MONTHS - 1, first_month=first)
         user_id, stranger = uuid.uuid4(), uuid.uuid4()
         end = add_months(first, MONTHS)
         async with db.transaction() as uow:

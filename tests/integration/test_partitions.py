@@ -10,13 +10,14 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
+from identity.domain.clock import SystemClock
 from identity.domain.errors import InvalidArgument
+from identity.domain.partitions import add_months, month_start
 from identity.server import start_server
-from identity.services.clock import utcnow
 from identity.services.partitions import PartitionService
 from identity.store.database import Database
 from identity.store.migrate import upgrade
-from identity.store.partitions import add_months, month_start, partition_name
+from identity.store.partitions import partition_name
 from tests.integration.harness import server_with
 from tests.rbac_support import identity_cli as run_cli
 from tests.support import fresh_database, test_settings
@@ -40,11 +41,11 @@ async def db(isolated_url: str) -> AsyncIterator[Database]:
 
 
 def _service(db: Database, months_ahead: int = 3, retention: int = 12) -> PartitionService:
-    return PartitionService(db, months_ahead=months_ahead, retention_months=retention)
+    return PartitionService(db, SystemClock(), months_ahead=months_ahead, retention_months=retention)
 
 
 def _month(offset: int) -> datetime:
-    return add_months(month_start(utcnow()), offset)
+    return add_months(month_start(SystemClock().now()), offset)
 
 
 async def _names(db: Database) -> list[str]:

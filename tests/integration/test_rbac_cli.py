@@ -99,10 +99,10 @@ async def test_users_unlock_resets_the_failed_login_counter(auth, services, data
         with pytest.raises(grpc.aio.AioRpcError):
             await auth.Login(auth_pb2.LoginRequest(login=login, password="not the password"))
     async with services.db.reader() as uow:
-        assert (await uow.users.credentials(registered.user.id)).failed_logins == 3  # type: ignore[union-attr]
+        assert await uow.users.failed_logins(registered.user.id) == 3  # type: ignore[union-attr]
     result = await identity_cli(database_url, "users", "unlock", "--login", login)
     assert result.exit_code == 0 and f"unlocked {login}" in result.output
     async with services.db.reader() as uow:
-        assert (await uow.users.credentials(registered.user.id)).failed_logins == 0  # type: ignore[union-attr]
+        assert await uow.users.failed_logins(registered.user.id) == 0  # type: ignore[union-attr]
     unknown = await identity_cli(database_url, "users", "unlock", "--login", new_login())
     assert unknown.exit_code == 1 and "USER_NOT_FOUND" in unknown.output

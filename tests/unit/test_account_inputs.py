@@ -9,13 +9,13 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from identity.api import convert
-from identity.domain.errors import InvalidArgument
+from identity.domain.errors import InvalidArgument, SessionExpired, SessionRevoked
 from identity.domain.models import LoginEvent, LoginOutcome, Session
-from identity.services.auth import live_for_refresh
+from identity.domain.paging import HistoryCursor, TimeRange
 from identity.services.history import check_range
 from identity.services.sessions import parse_session_id
-from identity.services.tokens import SessionExpired, SessionRevoked, TokenPolicy
-from identity.store.login_history import HistoryCursor, TimeRange, page_query
+from identity.services.tokens import TokenPolicy, check_session_live
+from identity.store.login_history import page_query
 from identity.v1 import auth_pb2
 
 POLICY = TokenPolicy(
@@ -74,16 +74,19 @@ def test_page_query_writes_only_the_bounds_that_are_set() -> None:
     assert params["after_id"] == 7
 
 
-def test_refresh_expiry_says_which_lifetime_ran_out() -> None:
+def test_session_expiry_says_which_lifetime_ran_out() -> None:
     now = datetime.now(UTC)
     with pytest.raises(SessionExpired, match="maximum lifetime"):
-        live_for_refresh(_session(expires_at=now - timedelta(seconds=1)), POLICY)
+        check_session_live(_session(expires_at=now - timedelta(seconds=1)), None, POLICY, now)
     with pytest.raises(SessionExpired, match="idle"):
-        live_for_refresh(_session(last_used_at=now - timedelta(days=8)), POLICY)
+        check_session_live(_session(last_used_at=now - timedelta(days=8)), None, POLICY, now)
     with pytest.raises(SessionRevoked):
-        live_for_refresh(_session(revoked_at=now), POLICY)
+        check_session_live(_session(revoked_at=now), None, POLICY, now)
     session = _session()
-    assert live_for_refresh(session, POLICY) is session
+    assert check_session_live(session, None, POLICY, now) is session
+    # The same session, seen from a clock a week and a day later, has idled out.
+    with pytest.raises(SessionExpired, match="idle"):
+        check_session_live(session, None, POLICY, now + timedelta(days=8))
 
 
 def test_request_timestamps_out_of_range_are_invalid_argument() -> None:

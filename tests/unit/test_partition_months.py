@@ -7,8 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from identity.domain.partitions import Partition, add_months, month_start
 from identity.services.partitions import months_to_cover, retention_cutoff
-from identity.store.partitions import Partition, add_months, month_start, parse_bound, partition_name
+from identity.store.partitions import parse_bound, partition_name
 
 
 def utc(*parts: int) -> datetime:

@@ -11,53 +11,73 @@ import grpc
 from identity.api import convert
 from identity.api.errors import reason_enum
 from identity.api.metadata import bearer_token, client_info
-from identity.container import Services
 from identity.domain.errors import Unauthenticated
 from identity.domain.models import Principal
+from identity.services.account import AccountService
+from identity.services.auth import AuthService
+from identity.services.history import HistoryService
+from identity.services.keys import KeyService
+from identity.services.sessions import SessionService
+from identity.services.tokens import TokenService
 from identity.v1 import auth_pb2, auth_pb2_grpc
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, services: Services) -> None:
-        self._s = services
-        self._trusted_hops = services.settings.trusted_proxy_hops
+    def __init__(
+        self,
+        *,
+        auth: AuthService,
+        tokens: TokenService,
+        sessions: SessionService,
+        account: AccountService,
+        history: HistoryService,
+        keys: KeyService,
+        trusted_proxy_hops: int,
+    ) -> None:
+        self._auth = auth
+        self._tokens = tokens
+        self._sessions = sessions
+        self._account = account
+        self._history = history
+        self._keys = keys
+        self._trusted_hops = trusted_proxy_hops
 
     async def _caller(self, context: Context) -> Principal:
-        return await self._s.tokens.authenticate(bearer_token(context))
+        return await self._tokens.authenticate(bearer_token(context))
 
     async def Register(
         self, request: auth_pb2.RegisterRequest, context: Context
     ) -> auth_pb2.RegisterResponse:
-        created = await self._s.auth.register(request.login, request.password, request.email)
+        created = await self._auth.register(request.login, request.password, request.email)
         return auth_pb2.RegisterResponse(user=convert.user(created))
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
-        result = await self._s.auth.login(
+        tokens = await self._auth.login(
             request.login, request.password, client_info(context, self._trusted_hops)
         )
-        return auth_pb2.LoginResponse(**convert.token_fields(result.tokens))
+        return auth_pb2.LoginResponse(**convert.token_fields(tokens))
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
-        tokens = await self._s.auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
+        tokens = await self._auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
         return auth_pb2.RefreshResponse(**convert.token_fields(tokens))
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
-        await self._s.auth.logout(await self._caller(context))
+        await self._auth.logout(await self._caller(context))
         return auth_pb2.LogoutResponse()
 
     async def LogoutOtherSessions(
         self, request: auth_pb2.LogoutOtherSessionsRequest, context: Context
     ) -> auth_pb2.LogoutOtherSessionsResponse:
-        revoked = await self._s.sessions.logout_others(await self._caller(context))
+        revoked = await self._sessions.logout_others(await self._caller(context))
         return auth_pb2.LogoutOtherSessionsResponse(revoked_count=revoked)
 
     async def ListSessions(
         self, request: auth_pb2.ListSessionsRequest, context: Context
     ) -> auth_pb2.ListSessionsResponse:
         caller = await self._caller(context)
-        page = await self._s.sessions.list_own(caller, request.page_size, request.page_token)
+        page = await self._sessions.list_own(caller, request.page_size, request.page_token)
         return auth_pb2.ListSessionsResponse(
             sessions=[convert.session(s) for s in page.sessions], next_page_token=page.next_page_token
         )
@@ -65,13 +85,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def RevokeSession(
         self, request: auth_pb2.RevokeSessionRequest, context: Context
     ) -> auth_pb2.RevokeSessionResponse:
-        await self._s.sessions.revoke_own(await self._caller(context), request.session_id)
+        await self._sessions.revoke_own(await self._caller(context), request.session_id)
         return auth_pb2.RevokeSessionResponse()
 
     async def ChangePassword(
         self, request: auth_pb2.ChangePasswordRequest, context: Context
     ) -> auth_pb2.ChangePasswordResponse:
-        revoked = await self._s.account.change_password(
+        revoked = await self._account.change_password(
             await self._caller(context),
             request.current_password,
             request.new_password,
@@ -83,7 +103,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ChangeLogin(
         self, request: auth_pb2.ChangeLoginRequest, context: Context
     ) -> auth_pb2.ChangeLoginResponse:
-        changed = await self._s.account.change_login(
+        changed = await self._account.change_login(
             await self._caller(context),
             request.new_login,
             request.password,
@@ -94,7 +114,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListLoginHistory(
         self, request: auth_pb2.ListLoginHistoryRequest, context: Context
     ) -> auth_pb2.ListLoginHistoryResponse:
-        page = await self._s.history.list_own(
+        page = await self._history.list_own(
             await self._caller(context),
             request.page_size,
             request.page_token,
@@ -106,14 +126,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         )
 
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
-        keys = await self._s.keys.jwks()
+        keys = await self._keys.jwks()
         return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**jwk) for jwk in keys])
 
     async def ValidateToken(
         self, request: auth_pb2.ValidateTokenRequest, context: Context
     ) -> auth_pb2.ValidateTokenResponse:
         try:
-            claims = await self._s.tokens.validate(request.access_token)
+            claims = await self._tokens.validate(request.access_token)
         except Unauthenticated as rejected:
             return auth_pb2.ValidateTokenResponse(valid=False, reason=reason_enum(rejected.reason))
         return auth_pb2.ValidateTokenResponse(valid=True, claims=convert.claims(claims))

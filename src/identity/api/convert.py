@@ -9,7 +9,6 @@ from google.protobuf import timestamp_pb2
 from identity.domain.errors import InvalidArgument
 from identity.domain.models import IssuedTokens, LoginEvent, LoginOutcome, User
 from identity.security.jwt_codec import AccessClaims
-from identity.services.clock import utcnow
 from identity.services.sessions import ListedSession
 from identity.v1 import auth_pb2
 
@@ -44,7 +43,7 @@ def token_fields(tokens: IssuedTokens) -> dict[str, object]:
         "refresh_token": tokens.refresh_token,
         "token_type": TOKEN_TYPE,
         "access_token_expire_time": timestamp(tokens.access_token_expires_at),
-        "expires_in": max(0, int((tokens.access_token_expires_at - utcnow()).total_seconds())),
+        "expires_in": tokens.expires_in_seconds,
         "session_id": str(tokens.session_id),
         "user_id": str(tokens.user_id),
     }

@@ -11,7 +11,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from identity.domain.errors import DomainError, InvalidArgument, Kind, Throttled
+from identity.domain.errors import DomainError, InvalidArgument, Kind, Reason, Throttled
 from identity.v1 import errors_pb2
 
 ERROR_DOMAIN = "identity.v1"
@@ -28,9 +28,9 @@ _STATUS_BY_KIND: dict[Kind, grpc.StatusCode] = {
 }
 
 
-def reason_enum(reason: str) -> int:
-    """The ErrorReason number of a reason name; unknown names are a programming error."""
-    return int(errors_pb2.ErrorReason.Value("ERROR_REASON_" + reason))
+def reason_enum(reason: Reason) -> int:
+    """The ErrorReason number of a reason (the catalogue and the proto are held equal by a test)."""
+    return int(errors_pb2.ErrorReason.Value("ERROR_REASON_" + reason.value))
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -39,9 +39,8 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def _status(code: grpc.StatusCode, message: str, reason: str, extra: list[any_pb2.Any]) -> grpc.Status:
-    reason_enum(reason)  # fail loudly in tests if a reason is not in the proto
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)
+def _status(code: grpc.StatusCode, message: str, reason: Reason, extra: list[any_pb2.Any]) -> grpc.Status:
+    info = error_details_pb2.ErrorInfo(reason=reason.value, domain=ERROR_DOMAIN)
     status = status_pb2.Status(
         code=getattr(code_pb2, code.name), message=message, details=[_pack(info), *extra]
     )
@@ -73,4 +72,4 @@ def domain_status(error: DomainError) -> grpc.Status:
 
 
 def internal_status() -> grpc.Status:
-    return _status(grpc.StatusCode.INTERNAL, "internal error", "INTERNAL", [])
+    return _status(grpc.StatusCode.INTERNAL, "internal error", Reason.INTERNAL, [])

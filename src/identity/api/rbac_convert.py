@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from identity.api.convert import timestamp
 from identity.domain.errors import InvalidArgument
 from identity.domain.permissions import (
     Decision,
+    DecisionReason,
     EffectivePermission,
     PermissionCheck,
     Role,
@@ -92,8 +94,17 @@ def checks(request: rbac_pb2.CheckPermissionsRequest) -> list[PermissionCheck]:
 
 
 def check_response(value: Decision) -> rbac_pb2.CheckPermissionResponse:
+    return _check_response(value.allowed, value.reason, value.granted_by)
+
+
+@lru_cache(maxsize=4096)
+def _check_response(
+    allowed: bool, reason: DecisionReason, granted_by: tuple[str, ...]
+) -> rbac_pb2.CheckPermissionResponse:
+    # A pure function of its arguments, memoised: the same few answers are sent again and
+    # again, and a message is only read when it is serialised. Callers never modify it.
     return rbac_pb2.CheckPermissionResponse(
-        allowed=value.allowed, reason=_REASONS[value.reason.value], granted_by=value.granted_by
+        allowed=allowed, reason=_REASONS[reason.value], granted_by=granted_by
     )
 
 

@@ -11,23 +11,17 @@ import grpc
 
 from identity.api import rbac_convert as convert
 from identity.api.metadata import bearer_token
-from identity.container import Services
-from identity.domain.permissions import Decision
-from identity.services.rbac import Actor
+from identity.services.authz import AuthzService
+from identity.services.rbac import Actor, RoleService
 from identity.v1 import rbac_pb2, rbac_pb2_grpc
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-_MAX_MEMOISED_RESPONSES = 10_000
 
 
 class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
-    def __init__(self, services: Services) -> None:
-        self._s = services
-        self._roles = services.roles
-        self._authz = services.authz
-        # Responses to decisions answered from memory (a Decision hashes by identity): built
-        # once, sent many times (a message is only read when serialised). Bounded by clearing.
-        self._responses: dict[Decision, rbac_pb2.CheckPermissionResponse] = {}
+    def __init__(self, *, roles: RoleService, authz: AuthzService) -> None:
+        self._roles = roles
+        self._authz = authz
 
     async def _actor(self, context: Context) -> Actor:
         return await self._roles.actor(bearer_token(context))
@@ -97,13 +91,7 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
             decided = await self._authz.check(
                 credential, convert.subject(request.subject), request.permission
             )
-            return convert.check_response(decided)
-        response = self._responses.get(decided)
-        if response is None:
-            if len(self._responses) >= _MAX_MEMOISED_RESPONSES:
-                self._responses.clear()
-            response = self._responses[decided] = convert.check_response(decided)
-        return response
+        return convert.check_response(decided)
 
     async def CheckPermissions(
         self, request: rbac_pb2.CheckPermissionsRequest, context: Context

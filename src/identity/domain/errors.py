@@ -1,11 +1,67 @@
-"""Domain errors. Services raise these; the api edge maps each kind to one gRPC
-status code and an ErrorReason (see identity.api.errors). The message is safe to
-show a client: it never carries SQL, keys, tokens or passwords."""
+"""The error catalogue: every failure a service may raise, in one place.
+
+Each error has a kind (the gRPC-independent class of failure; the api edge maps a
+kind to one status code) and a `Reason`, whose members are exactly the values of
+`ErrorReason` in protos/identity/v1/errors.proto without the ERROR_REASON_ prefix
+(a test holds the two together). The message is safe to show a client: it never
+carries SQL, keys, tokens or passwords."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, StrEnum
+
+
+class Reason(StrEnum):
+    """The machine-readable cause of a failure (identity.v1.ErrorReason)."""
+
+    # Input validation: INVALID_ARGUMENT, with the offending field.
+    INVALID_FIELD = "INVALID_FIELD"
+    LOGIN_INVALID = "LOGIN_INVALID"
+    EMAIL_INVALID = "EMAIL_INVALID"
+    PASSWORD_TOO_SHORT = "PASSWORD_TOO_SHORT"
+    PASSWORD_TOO_LONG = "PASSWORD_TOO_LONG"
+    PASSWORD_TOO_COMMON = "PASSWORD_TOO_COMMON"
+    PASSWORD_CONTAINS_LOGIN = "PASSWORD_CONTAINS_LOGIN"
+    PAGE_TOKEN_INVALID = "PAGE_TOKEN_INVALID"
+    PERMISSION_NAME_INVALID = "PERMISSION_NAME_INVALID"
+    ROLE_NAME_INVALID = "ROLE_NAME_INVALID"
+    TOO_MANY_ITEMS = "TOO_MANY_ITEMS"
+    PASSWORD_INCORRECT = "PASSWORD_INCORRECT"
+    # Conflicts and preconditions.
+    LOGIN_TAKEN = "LOGIN_TAKEN"
+    ROLE_EXISTS = "ROLE_EXISTS"
+    ROLE_IN_USE = "ROLE_IN_USE"
+    ROLE_BUILTIN = "ROLE_BUILTIN"
+    MFA_ALREADY_ENABLED = "MFA_ALREADY_ENABLED"
+    MFA_NOT_ENABLED = "MFA_NOT_ENABLED"
+    MFA_NOT_PENDING = "MFA_NOT_PENDING"
+    # Not found.
+    USER_NOT_FOUND = "USER_NOT_FOUND"
+    ROLE_NOT_FOUND = "ROLE_NOT_FOUND"
+    SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
+    KEY_NOT_FOUND = "KEY_NOT_FOUND"
+    # Authentication.
+    INVALID_CREDENTIALS = "INVALID_CREDENTIALS"
+    TOKEN_MISSING = "TOKEN_MISSING"
+    TOKEN_INVALID = "TOKEN_INVALID"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"
+    SESSION_REVOKED = "SESSION_REVOKED"
+    SESSION_EXPIRED = "SESSION_EXPIRED"
+    REFRESH_TOKEN_INVALID = "REFRESH_TOKEN_INVALID"
+    REFRESH_TOKEN_REUSED = "REFRESH_TOKEN_REUSED"
+    MFA_TICKET_INVALID = "MFA_TICKET_INVALID"
+    MFA_CODE_INVALID = "MFA_CODE_INVALID"
+    ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
+    # Authorization.
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    ESCALATION_DENIED = "ESCALATION_DENIED"
+    # Throttling, with a retry delay.
+    RATE_LIMITED = "RATE_LIMITED"
+    ACCOUNT_LOCKED = "ACCOUNT_LOCKED"
+    # Dependencies and the unexpected.
+    BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
+    INTERNAL = "INTERNAL"
 
 
 class Kind(Enum):
@@ -22,13 +78,13 @@ class Kind(Enum):
 
 
 class DomainError(Exception):
-    """A failure with a machine-readable reason (an ErrorReason value name without prefix)."""
+    """A failure with a machine-readable reason and a message safe to show."""
 
     kind: Kind = Kind.INVALID
-    reason: str = "INVALID_FIELD"
+    reason: Reason = Reason.INVALID_FIELD
     message: str = "invalid request"
 
-    def __init__(self, message: str | None = None, *, reason: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, reason: Reason | None = None) -> None:
         if message is not None:
             self.message = message
         if reason is not None:
@@ -42,59 +98,189 @@ class FieldViolation:
     description: str
 
 
+# -- input -------------------------------------------------------------------------------
+
+
 class InvalidArgument(DomainError):
     """Bad input; names the offending field."""
 
     kind = Kind.INVALID
 
-    def __init__(self, field: str, message: str, *, reason: str = "INVALID_FIELD") -> None:
+    def __init__(self, field: str, message: str, *, reason: Reason = Reason.INVALID_FIELD) -> None:
         super().__init__(message, reason=reason)
         self.violations = (FieldViolation(field, message),)
+
+
+class PageTokenInvalid(InvalidArgument):
+    def __init__(self, message: str = "page_token is invalid") -> None:
+        super().__init__("page_token", message, reason=Reason.PAGE_TOKEN_INVALID)
+
+
+class PasswordIncorrect(InvalidArgument):
+    """A signed-in caller's re-authentication failed. Not UNAUTHENTICATED: the caller's
+    session is fine, and a client must not take a typo for a logged-out session."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(field, f"{field} is not the account's password", reason=Reason.PASSWORD_INCORRECT)
+
+
+# -- conflicts and preconditions ------------------------------------------------------------
 
 
 class AlreadyExists(DomainError):
     kind = Kind.CONFLICT
 
 
+class LoginTaken(AlreadyExists):
+    reason = Reason.LOGIN_TAKEN
+    message = "this login is taken"
+
+
+class RoleExists(AlreadyExists):
+    reason = Reason.ROLE_EXISTS
+    message = "a role with this name exists"
+
+
 class FailedPrecondition(DomainError):
     kind = Kind.PRECONDITION
+
+
+class RoleInUse(FailedPrecondition):
+    reason = Reason.ROLE_IN_USE
+    message = "the role is still assigned; revoke it first or delete with force"
+
+
+class RoleBuiltin(FailedPrecondition):
+    reason = Reason.ROLE_BUILTIN
+    message = "a built-in role cannot be changed this way"
+
+
+# -- not found ------------------------------------------------------------------------------
 
 
 class NotFound(DomainError):
     kind = Kind.NOT_FOUND
 
 
+class UserNotFound(NotFound):
+    reason = Reason.USER_NOT_FOUND
+    message = "user not found"
+
+
+class RoleNotFound(NotFound):
+    reason = Reason.ROLE_NOT_FOUND
+    message = "no such role"
+
+
+class SessionNotFound(NotFound):
+    # Also the answer for another user's session id: ids reveal nothing.
+    reason = Reason.SESSION_NOT_FOUND
+    message = "session not found"
+
+
+class KeyNotFound(NotFound):
+    reason = Reason.KEY_NOT_FOUND
+    message = "no live service key with this name (and id)"
+
+
+# -- authentication -----------------------------------------------------------------------
+
+
 class Unauthenticated(DomainError):
     kind = Kind.UNAUTHENTICATED
-    reason = "TOKEN_INVALID"
+    reason = Reason.TOKEN_INVALID
     message = "authentication required"
 
 
 class InvalidCredentials(Unauthenticated):
     # One message for unknown login and wrong password alike (no enumeration).
-    reason = "INVALID_CREDENTIALS"
+    reason = Reason.INVALID_CREDENTIALS
     message = "invalid login or password"
+
+
+class TokenMissing(Unauthenticated):
+    reason = Reason.TOKEN_MISSING
+    message = "an access token is required"
+
+
+class TokenRejected(Unauthenticated):
+    reason = Reason.TOKEN_INVALID
+    message = "access token is invalid"
+
+
+class TokenExpired(TokenRejected):
+    reason = Reason.TOKEN_EXPIRED
+    message = "access token has expired"
+
+
+class ServiceKeyInvalid(Unauthenticated):
+    reason = Reason.TOKEN_INVALID
+    message = "service key is invalid or revoked"
+
+
+class SessionRevoked(Unauthenticated):
+    reason = Reason.SESSION_REVOKED
+    message = "session has ended"
+
+
+class SessionExpired(Unauthenticated):
+    reason = Reason.SESSION_EXPIRED
+    message = "session has expired, log in again"
+
+
+class RefreshTokenInvalid(Unauthenticated):
+    reason = Reason.REFRESH_TOKEN_INVALID
+    message = "refresh token is invalid"
+
+
+class RefreshTokenReused(Unauthenticated):
+    reason = Reason.REFRESH_TOKEN_REUSED
+    message = "refresh token was already used; the session has been ended"
+
+
+class AccountDisabled(Unauthenticated):
+    reason = Reason.ACCOUNT_DISABLED
+    message = "account is disabled"
+
+
+# -- authorization ---------------------------------------------------------------------------
 
 
 class PermissionDenied(DomainError):
     kind = Kind.FORBIDDEN
-    reason = "PERMISSION_DENIED"
+    reason = Reason.PERMISSION_DENIED
     message = "permission denied"
+
+
+class EscalationDenied(PermissionDenied):
+    reason = Reason.ESCALATION_DENIED
+    message = "you cannot manage a role carrying permissions you do not hold"
+
+
+# -- throttling ------------------------------------------------------------------------------
 
 
 class Throttled(DomainError):
     kind = Kind.THROTTLED
-    reason = "RATE_LIMITED"
+    reason = Reason.RATE_LIMITED
     message = "too many attempts, try again later"
 
-    def __init__(self, retry_after_seconds: int, message: str | None = None, *, reason: str | None = None):
-        super().__init__(message, reason=reason)
+    def __init__(self, retry_after_seconds: int, message: str | None = None) -> None:
+        super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+class AccountLocked(Throttled):
+    reason = Reason.ACCOUNT_LOCKED
+    message = "account is locked after too many failed logins; contact support"
+
+
+# -- dependencies ----------------------------------------------------------------------------
 
 
 class BackendUnavailable(DomainError):
     """PostgreSQL or Redis did not answer. Always fails closed."""
 
     kind = Kind.UNAVAILABLE
-    reason = "BACKEND_UNAVAILABLE"
+    reason = Reason.BACKEND_UNAVAILABLE
     message = "service temporarily unavailable"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-from identity.domain.errors import InvalidArgument
+from identity.domain.errors import InvalidArgument, Reason
 from identity.domain.lookalikes import NameProblem, name_problem
 
 MIN_LOGIN_LENGTH = 3
@@ -24,15 +24,15 @@ def canonical_login(raw: str, *, field: str = "login") -> str:
         raise InvalidArgument(
             field,
             f"login must be {MIN_LOGIN_LENGTH} to {MAX_LOGIN_LENGTH} characters",
-            reason="LOGIN_INVALID",
+            reason=Reason.LOGIN_INVALID,
         )
     problem = name_problem(login, _ALLOWED_PUNCTUATION)
     if problem is NameProblem.BAD_CHARACTER:
         raise InvalidArgument(
-            field, "login may contain letters, digits and . _ - @ + only", reason="LOGIN_INVALID"
+            field, "login may contain letters, digits and . _ - @ + only", reason=Reason.LOGIN_INVALID
         )
     if problem is NameProblem.MIXED_SCRIPTS:
-        raise InvalidArgument(field, "login mixes letters of several scripts", reason="LOGIN_INVALID")
+        raise InvalidArgument(field, "login mixes letters of several scripts", reason=Reason.LOGIN_INVALID)
     return login
 
 
@@ -53,5 +53,5 @@ def validate_email(raw: str, *, field: str = "email") -> str | None:
         or "." not in domain
         or any(c.isspace() or unicodedata.category(c).startswith("C") for c in email)
     ):
-        raise InvalidArgument(field, "email is not a valid address", reason="EMAIL_INVALID")
+        raise InvalidArgument(field, "email is not a valid address", reason=Reason.EMAIL_INVALID)
     return email

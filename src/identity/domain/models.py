@@ -78,13 +78,8 @@ class IssuedTokens:
     refresh_token: str
     session_id: UUID
     user_id: UUID
-
-
-@dataclass(frozen=True)
-class MfaChallenge:
-    ticket: str
-    expires_at: datetime
-    user_id: UUID
+    # The access token's lifetime when issued (the `expires_in` of OAuth responses).
+    expires_in_seconds: int
 
 
 @dataclass(frozen=True)

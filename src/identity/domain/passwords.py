@@ -7,7 +7,7 @@ import unicodedata
 from functools import cache
 from importlib import resources
 
-from identity.domain.errors import InvalidArgument
+from identity.domain.errors import InvalidArgument, Reason
 
 MIN_PASSWORD_LENGTH = 8
 # Far above the 64 the policy promises; bounds the hashing work per request.
@@ -32,15 +32,21 @@ def check_password_policy(raw: str, login_canonical: str, *, field: str = "passw
     length = len(password)
     if length < MIN_PASSWORD_LENGTH:
         raise InvalidArgument(
-            field, f"password must be at least {MIN_PASSWORD_LENGTH} characters", reason="PASSWORD_TOO_SHORT"
+            field,
+            f"password must be at least {MIN_PASSWORD_LENGTH} characters",
+            reason=Reason.PASSWORD_TOO_SHORT,
         )
     if length > MAX_PASSWORD_LENGTH:
         raise InvalidArgument(
-            field, f"password must be at most {MAX_PASSWORD_LENGTH} characters", reason="PASSWORD_TOO_LONG"
+            field,
+            f"password must be at most {MAX_PASSWORD_LENGTH} characters",
+            reason=Reason.PASSWORD_TOO_LONG,
         )
     folded = password.casefold()
     if folded in _blocklist():
-        raise InvalidArgument(field, "password is too common", reason="PASSWORD_TOO_COMMON")
+        raise InvalidArgument(field, "password is too common", reason=Reason.PASSWORD_TOO_COMMON)
     if login_canonical and login_canonical in folded:
-        raise InvalidArgument(field, "password must not contain the login", reason="PASSWORD_CONTAINS_LOGIN")
+        raise InvalidArgument(
+            field, "password must not contain the login", reason=Reason.PASSWORD_CONTAINS_LOGIN
+        )
     return password

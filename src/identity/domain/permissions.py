@@ -15,7 +15,7 @@ from enum import Enum
 from typing import NamedTuple
 from uuid import UUID
 
-from identity.domain.errors import InvalidArgument
+from identity.domain.errors import InvalidArgument, Reason
 from identity.domain.lookalikes import NameProblem, name_problem
 
 MAX_PERMISSION_LENGTH = 128
@@ -46,13 +46,13 @@ def is_valid_permission(name: str) -> bool:
 
 def validate_permission(name: str, *, field: str = "permission") -> str:
     if not name:
-        raise InvalidArgument(field, "permission is required", reason="PERMISSION_NAME_INVALID")
+        raise InvalidArgument(field, "permission is required", reason=Reason.PERMISSION_NAME_INVALID)
     if not is_valid_permission(name):
         raise InvalidArgument(
             field,
             "permission must be lower-case segments separated by dots (e.g. catalog.films.publish), "
             f"at most {MAX_PERMISSION_LENGTH} characters",
-            reason="PERMISSION_NAME_INVALID",
+            reason=Reason.PERMISSION_NAME_INVALID,
         )
     return name
 
@@ -62,7 +62,9 @@ def validate_permission_set(
 ) -> frozenset[str]:
     if len(names) > MAX_PERMISSIONS_PER_ROLE:
         raise InvalidArgument(
-            field, f"a role carries at most {MAX_PERMISSIONS_PER_ROLE} permissions", reason="TOO_MANY_ITEMS"
+            field,
+            f"a role carries at most {MAX_PERMISSIONS_PER_ROLE} permissions",
+            reason=Reason.TOO_MANY_ITEMS,
         )
     for index, name in enumerate(names):
         validate_permission(name, field=f"{field}[{index}]")
@@ -84,17 +86,21 @@ def role_name(raw: str, *, field: str = "name") -> RoleName:
     canonical = unicodedata.normalize("NFKC", display.casefold())
     if not 1 <= len(display) <= MAX_ROLE_NAME_LENGTH:
         raise InvalidArgument(
-            field, f"role name must be 1 to {MAX_ROLE_NAME_LENGTH} characters", reason="ROLE_NAME_INVALID"
+            field,
+            f"role name must be 1 to {MAX_ROLE_NAME_LENGTH} characters",
+            reason=Reason.ROLE_NAME_INVALID,
         )
     problem = name_problem(canonical, _ROLE_PUNCTUATION)
     if problem is NameProblem.BAD_CHARACTER:
         raise InvalidArgument(
             field,
             "role name may contain letters, digits, spaces and . _ - : only",
-            reason="ROLE_NAME_INVALID",
+            reason=Reason.ROLE_NAME_INVALID,
         )
     if problem is NameProblem.MIXED_SCRIPTS:
-        raise InvalidArgument(field, "role name mixes letters of several scripts", reason="ROLE_NAME_INVALID")
+        raise InvalidArgument(
+            field, "role name mixes letters of several scripts", reason=Reason.ROLE_NAME_INVALID
+        )
     return RoleName(display, canonical)
 
 

@@ -16,22 +16,12 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from identity.domain.errors import Unauthenticated
+from identity.domain.errors import TokenExpired, TokenRejected
 
 ACCESS_TOKEN_TYPE = "at+jwt"
 ALGORITHM = "RS256"
 MAX_TOKEN_LENGTH = 4096
 _MAX_HEADER_LENGTH = 512
-
-
-class TokenRejected(Unauthenticated):
-    reason = "TOKEN_INVALID"
-    message = "access token is invalid"
-
-
-class TokenExpired(TokenRejected):
-    reason = "TOKEN_EXPIRED"
-    message = "access token has expired"
 
 
 @dataclass(frozen=True)
@@ -90,9 +80,25 @@ def unverified_kid(token: str) -> str:
     return kid
 
 
+def _numeric_date(claims: dict[str, Any], name: str) -> datetime:
+    """A NumericDate claim (RFC 7519 §2): a JSON number, never a string or a boolean."""
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenRejected()
+    return datetime.fromtimestamp(int(value), UTC)
+
+
 def decode_access_token(
-    token: str, *, key: rsa.RSAPublicKey, issuer: str, audiences: tuple[str, ...], leeway: timedelta
+    token: str,
+    *,
+    key: rsa.RSAPublicKey,
+    issuer: str,
+    audiences: tuple[str, ...],
+    leeway: timedelta,
+    now: datetime,
 ) -> AccessClaims:
+    """The claims of a token signed by `key`, checked against `now` (the caller's clock):
+    the signature first, then iss and aud, then exp, nbf and iat within `leeway`."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -100,17 +106,24 @@ def decode_access_token(
             algorithms=[ALGORITHM],
             audience=list(audiences),
             issuer=issuer,
-            leeway=leeway,
-            options={"require": ["iss", "aud", "sub", "iat", "exp", "jti", "sid"], "strict_aud": False},
+            options={
+                "require": ["iss", "aud", "sub", "iat", "exp", "jti", "sid"],
+                "strict_aud": False,
+                # Judged below against the clock we are given, not PyJWT's own.
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+            },
         )
-    except jwt.ExpiredSignatureError:
-        raise TokenExpired() from None
     except jwt.PyJWTError:
         raise TokenRejected() from None
-    now = datetime.now(UTC)
     try:
-        issued_at = datetime.fromtimestamp(int(claims["iat"]), UTC)
-        if issued_at - leeway > now:
+        expires_at = _numeric_date(claims, "exp")
+        issued_at = _numeric_date(claims, "iat")
+        not_before = _numeric_date(claims, "nbf") if "nbf" in claims else None
+        if expires_at + leeway <= now:
+            raise TokenExpired()
+        if issued_at - leeway > now or (not_before is not None and not_before - leeway > now):
             raise TokenRejected()
         audience = claims["aud"]
         return AccessClaims(
@@ -118,9 +131,9 @@ def decode_access_token(
             subject=uuid.UUID(str(claims["sub"])),
             audience=tuple(audience) if isinstance(audience, list) else (str(audience),),
             issued_at=issued_at,
-            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            expires_at=expires_at,
             token_id=str(claims["jti"]),
             session_id=uuid.UUID(str(claims["sid"])),
         )
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, OSError):
         raise TokenRejected() from None

@@ -18,8 +18,3 @@ def new_secret(prefix: str) -> str:
 
 def digest(value: str) -> bytes:
     return hashlib.sha256(value.encode("utf-8")).digest()
-
-
-def fingerprint(value: str) -> str:
-    """A short, non-reversible id of a secret for log lines."""
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]

@@ -31,35 +31,23 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
 
-import psycopg
 import structlog
-from psycopg.rows import dict_row
 
+from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
 from identity.store.database import Database
+from identity.store.rbac_channel import RbacChannel, RbacListenConnection
 from identity.store.rbac_leases import RbacLeaseRepository
-from identity.store.rows import Conn as Connection
 
 log = structlog.get_logger("identity.rbac_sync")
 
-CHANNEL = "identity_rbac"
 _RECONNECT_DELAY = 0.5
 _MAX_RECONNECT_DELAY = 5.0
 _STALE_LEASE_RETENTION = timedelta(hours=1)
-
-
-def _boottime() -> float:
-    # Keeps counting while the machine is suspended, unlike CLOCK_MONOTONIC: a lease
-    # must never look valid after a suspend longer than itself.
-    return time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
-clock: Callable[[], float] = _boottime if hasattr(time, "CLOCK_BOOTTIME") else time.monotonic
 
 
 def _retrieve(task: asyncio.Task[None]) -> None:
@@ -68,23 +56,22 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class RbacSync:
-    def __init__(
-        self, db: Database, database_url: str, *, lease_ttl: timedelta, connect_timeout: float
-    ) -> None:
+    def __init__(self, db: Database, channel: RbacChannel, clock: Clock, *, lease_ttl: timedelta) -> None:
         self._db = db
-        self._url = database_url
+        self._channel = channel
+        self._clock = clock
         self._ttl = lease_ttl
         self._ttl_seconds = lease_ttl.total_seconds()
         # Room for clock-rate differences between this host and PostgreSQL's.
         self._margin = max(0.05, self._ttl_seconds * 0.1)
         self._renew_every = self._ttl_seconds / 3
-        self._connect_timeout = connect_timeout
         self.lease_id = uuid.uuid4()
         self._host = socket.gethostname()[:128]
         # The highest RBAC version this process has applied; caches tagged with it are exact
         # as long as the lease is valid.
         self.applied = -1
-        # Until when (by `clock`) this process may trust its caches; read on every check.
+        # Until when (by the clock's monotonic reading) this process may trust its caches;
+        # read on every check.
         self.lease_until = 0.0
         self._on_change: list[Callable[[int], None]] = []
         self._task: asyncio.Task[None] | None = None
@@ -97,7 +84,7 @@ class RbacSync:
 
     def trusted(self) -> bool:
         """May this process answer from its cache right now?"""
-        return clock() < self.lease_until
+        return self._clock.monotonic() < self.lease_until
 
     def observe(self, version: int) -> None:
         """A committed version seen anywhere (notification, renewal, a fill's snapshot)."""
@@ -135,7 +122,7 @@ class RbacSync:
         """Called by a writer after its commit: returns once no process can answer from a
         cache older than `version`."""
         self.observe(version)
-        deadline = clock() + self._ttl_seconds + self._margin
+        deadline = self._clock.monotonic() + self._ttl_seconds + self._margin
         if self._task is not None:
             # Acknowledge for this process now rather than when its own NOTIFY arrives.
             with contextlib.suppress(BackendUnavailable):
@@ -146,7 +133,7 @@ class RbacSync:
                 async with self._db.reader() as uow:
                     if await uow.rbac_leases.pending(version) == 0:
                         return
-            remaining = deadline - clock()
+            remaining = deadline - self._clock.monotonic()
             if remaining <= 0:
                 # Every lease that existed at our commit has lapsed by now, and none can have
                 # been renewed without applying our version.
@@ -169,18 +156,18 @@ class RbacSync:
         await asyncio.shield(task)
         return self.trusted()
 
-    async def _renew(self, conn: Connection | None = None) -> None:
-        """Renews the lease (on `conn`, else through the pool), catching up first if a
-        newer version has been committed."""
+    async def _renew(self, leases: RbacLeaseRepository | None = None) -> None:
+        """Renews the lease (on the listening connection's `leases`, else through the
+        pool), catching up first if a newer version has been committed."""
         for _ in range(5):
-            started = clock()
-            if conn is None:
+            started = self._clock.monotonic()
+            if leases is None:
                 async with self._db.reader() as uow:
                     current, renewed = await uow.rbac_leases.renew(
                         self.lease_id, self.applied, self._ttl, self._host, os.getpid()
                     )
             else:
-                current, renewed = await RbacLeaseRepository(conn).renew(
+                current, renewed = await leases.renew(
                     self.lease_id, self.applied, self._ttl, self._host, os.getpid()
                 )
             if renewed:
@@ -201,38 +188,31 @@ class RbacSync:
                 await self._listen()
             except asyncio.CancelledError:
                 raise
-            except (psycopg.Error, BackendUnavailable, OSError) as exc:
+            except BackendUnavailable as exc:
                 was_listening, self._listening = self._listening, False
                 self._drop_lease()
                 if was_listening:
                     delay = _RECONNECT_DELAY
                 if delay == _RECONNECT_DELAY:
-                    log.warning("rbac_sync_lost", error_type=type(exc).__name__)
+                    log.warning("rbac_sync_lost", cause=type(exc.__cause__).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, _MAX_RECONNECT_DELAY)
 
     async def _listen(self) -> None:
-        conn = await psycopg.AsyncConnection.connect(
-            self._url,
-            autocommit=True,
-            row_factory=dict_row,
-            connect_timeout=max(1, int(self._connect_timeout)),
-        )
-        async with conn:
-            # LISTEN before reading the version: a write committed after that read is
-            # sure to be notified.
-            await conn.execute(f"LISTEN {CHANNEL}")
-            await self._renew(conn)
+        async with self._channel.listen() as connection:
+            await self._renew(connection.leases)
             self._listening = True
-            next_renewal = clock() + self._renew_every
-            while True:
-                latest: int | None = None
-                async for notice in conn.notifies(timeout=max(0.0, next_renewal - clock()), stop_after=1):
-                    with contextlib.suppress(ValueError):
-                        latest = max(latest or 0, int(notice.payload))
-                if latest is not None:
-                    self.observe(latest)
-                elif clock() < next_renewal:
-                    continue
-                await self._renew(conn)
-                next_renewal = clock() + self._renew_every
+            await self._follow(connection)
+
+    async def _follow(self, connection: RbacListenConnection) -> None:
+        """Applies each notified version and renews the lease on the listening
+        connection, at least every third of the lease time."""
+        next_renewal = self._clock.monotonic() + self._renew_every
+        while True:
+            latest = await connection.next_version(next_renewal - self._clock.monotonic())
+            if latest is not None:
+                self.observe(latest)
+            elif self._clock.monotonic() < next_renewal:
+                continue
+            await self._renew(connection.leases)
+            next_renewal = self._clock.monotonic() + self._renew_every

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from identity.domain.errors import InvalidArgument
+from identity.domain.errors import InvalidArgument, PageTokenInvalid
 from identity.domain.models import LoginEvent, Principal
+from identity.domain.paging import HistoryCursor, TimeRange
 from identity.services.paging import PageTokens, page_size
 from identity.store.database import Database
-from identity.store.login_history import HistoryCursor, TimeRange
 
 PAGE_KIND = "login_history"
 
@@ -44,11 +44,9 @@ class HistoryService:
         position = self._page_tokens.decode(PAGE_KIND, str(principal.user_id), token)
         if position is None:
             return None
-        invalid = InvalidArgument("page_token", "page_token is invalid", reason="PAGE_TOKEN_INVALID")
+        invalid = PageTokenInvalid()
         if position.get("s") != _iso(span.start) or position.get("e") != _iso(span.end):
-            raise InvalidArgument(
-                "page_token", "page_token was made for another time range", reason="PAGE_TOKEN_INVALID"
-            )
+            raise PageTokenInvalid("page_token was made for another time range")
         try:
             at, entry_id = datetime.fromisoformat(position["t"]), position["i"]
         except (KeyError, TypeError, ValueError):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from identity.domain.clock import Clock
 from identity.security.keyring import (
     KeyRingSnapshot,
     PublicKey,
@@ -22,7 +23,6 @@ from identity.security.keyring import (
     public_key_from_jwk,
 )
 from identity.security.secretbox import SecretBox
-from identity.services.clock import utcnow
 from identity.store.database import Database
 from identity.store.keys import StoredKey
 
@@ -43,17 +43,19 @@ class KeyService:
         self,
         db: Database,
         box: SecretBox,
+        clock: Clock,
         *,
         refresh_interval: timedelta,
         retire_grace: timedelta,
     ) -> None:
         self._db = db
         self._box = box
+        self._clock = clock
         self._refresh_interval = refresh_interval
         self._retire_grace = retire_grace
         self._snapshot: KeyRingSnapshot | None = None
         self._reload_lock = asyncio.Lock()
-        self._last_forced_reload = datetime.min.replace(tzinfo=utcnow().tzinfo)
+        self._last_forced_reload = datetime.min.replace(tzinfo=UTC)
 
     async def ensure_ring(self) -> None:
         """Creates the first active and next keys if the ring is empty (idempotent, safe across processes)."""
@@ -76,7 +78,7 @@ class KeyService:
                 key.state: key for key in await uow.signing_keys.all() if key.state in ("active", "next")
             }
             retired = before.get("active")
-            await uow.signing_keys.retire_active(utcnow() + self._retire_grace)
+            await uow.signing_keys.retire_active(self._clock.now() + self._retire_grace)
             if "next" in before:
                 await uow.signing_keys.promote_next()
                 active_kid = before["next"].kid
@@ -99,7 +101,7 @@ class KeyService:
     async def reload(self) -> KeyRingSnapshot:
         async with self._reload_lock:
             async with self._db.reader() as uow:
-                published = await uow.signing_keys.published()
+                published = await uow.signing_keys.published(self._clock.now())
             previous = self._snapshot
             active = next((key for key in published if key.state == "active"), None)
             signing_key = None
@@ -118,21 +120,21 @@ class KeyService:
                 signing_kid=active.kid if active else None,
                 signing_key=signing_key,
                 public=public,
-                loaded_at=utcnow(),
+                loaded_at=self._clock.now(),
             )
             return self._snapshot
 
     async def current(self) -> KeyRingSnapshot:
         snapshot = self._snapshot
-        if snapshot is None or utcnow() - snapshot.loaded_at > self._refresh_interval:
+        if snapshot is None or self._clock.now() - snapshot.loaded_at > self._refresh_interval:
             snapshot = await self.reload()
         return snapshot
 
     async def public_key(self, kid: str) -> PublicKey | None:
         snapshot = await self.current()
         found = snapshot.public.get(kid)
-        if found is None and utcnow() - self._last_forced_reload > _UNKNOWN_KID_RELOAD_INTERVAL:
-            self._last_forced_reload = utcnow()
+        if found is None and self._clock.now() - self._last_forced_reload > _UNKNOWN_KID_RELOAD_INTERVAL:
+            self._last_forced_reload = self._clock.now()
             found = (await self.reload()).public.get(kid)
         return found
 

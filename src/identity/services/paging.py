@@ -14,7 +14,7 @@ import hmac
 import json
 from typing import Any
 
-from identity.domain.errors import InvalidArgument
+from identity.domain.errors import InvalidArgument, PageTokenInvalid
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
@@ -53,7 +53,7 @@ class PageTokens:
         """None for an empty token (first page); raises for anything not made by encode()."""
         if not token:
             return None
-        invalid = InvalidArgument("page_token", "page_token is invalid", reason="PAGE_TOKEN_INVALID")
+        invalid = PageTokenInvalid()
         body, _, mac = token.partition(".")
         if len(token) > _MAX_TOKEN_LENGTH or not body or not mac:
             raise invalid

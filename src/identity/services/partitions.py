@@ -13,10 +13,11 @@ from datetime import datetime, timedelta
 
 import structlog
 
+from identity.domain.clock import Clock
 from identity.domain.errors import InvalidArgument
-from identity.services.clock import utcnow
+from identity.domain.partitions import Partition, add_months, month_start
 from identity.store.database import Database
-from identity.store.partitions import Partition, add_months, month_start, partition_name
+from identity.store.partitions import partition_name
 
 log = structlog.get_logger("identity.partitions")
 
@@ -53,8 +54,9 @@ def retention_cutoff(now: datetime, older_than_months: int) -> datetime:
 
 
 class PartitionService:
-    def __init__(self, db: Database, *, months_ahead: int, retention_months: int) -> None:
+    def __init__(self, db: Database, clock: Clock, *, months_ahead: int, retention_months: int) -> None:
         self._db = db
+        self._clock = clock
         self.months_ahead = months_ahead
         self.retention_months = retention_months
 
@@ -70,7 +72,7 @@ class PartitionService:
         async with self._db.transaction() as uow:
             await uow.partitions.lock()
             existing = await uow.partitions.partitions()
-            for start, end in months_to_cover(first_month or utcnow(), ahead):
+            for start, end in months_to_cover(first_month or self._clock.now(), ahead):
                 if any(p.overlaps(start, end) for p in existing):
                     continue
                 moved = await uow.partitions.create_month(start, end)
@@ -91,7 +93,7 @@ class PartitionService:
         months = self.retention_months if older_than_months is None else older_than_months
         if not 1 <= months <= MAX_RETENTION_MONTHS:
             raise InvalidArgument("older_than", f"retention must be 1 to {MAX_RETENTION_MONTHS} months")
-        cutoff = retention_cutoff(now or utcnow(), months)
+        cutoff = retention_cutoff(now or self._clock.now(), months)
         async with self._db.transaction() as uow:
             await uow.partitions.lock()
             expired = [

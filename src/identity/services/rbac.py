@@ -25,7 +25,17 @@ from datetime import datetime
 from typing import ClassVar
 from uuid import UUID
 
-from identity.domain.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from identity.domain.clock import Clock
+from identity.domain.errors import (
+    EscalationDenied,
+    InvalidArgument,
+    PageTokenInvalid,
+    PermissionDenied,
+    RoleBuiltin,
+    RoleInUse,
+    RoleNotFound,
+    UserNotFound,
+)
 from identity.domain.permissions import (
     ROLES_ASSIGN,
     ROLES_READ,
@@ -40,10 +50,9 @@ from identity.domain.permissions import (
     validate_description,
     validate_permission_set,
 )
-from identity.services.authz import PermissionCache
 from identity.services.authz_sync import RbacSync
-from identity.services.clock import utcnow
 from identity.services.paging import PageTokens, page_size
+from identity.services.permission_cache import PermissionCache
 from identity.services.tokens import TokenService
 from identity.store.database import Database
 from identity.store.uow import UnitOfWork
@@ -66,14 +75,6 @@ class Actor:
 Actor.OPERATOR = Actor(None)
 
 
-def _role_not_found() -> NotFound:
-    return NotFound("no such role", reason="ROLE_NOT_FOUND")
-
-
-def _builtin(message: str) -> FailedPrecondition:
-    return FailedPrecondition(message, reason="ROLE_BUILTIN")
-
-
 class RoleService:
     def __init__(
         self,
@@ -82,12 +83,14 @@ class RoleService:
         sync: RbacSync,
         tokens: TokenService,
         page_tokens: PageTokens,
+        clock: Clock,
     ) -> None:
         self._db = db
         self._cache = cache
         self._sync = sync
         self._tokens = tokens
         self._page_tokens = page_tokens
+        self._clock = clock
 
     async def actor(self, access_token: str | None) -> Actor:
         principal = await self._tokens.authenticate(access_token)
@@ -110,23 +113,21 @@ class RoleService:
     async def _check_escalation(self, uow: UnitOfWork, actor: Actor, permissions: Iterable[str]) -> None:
         if actor.user_id is None:
             return
-        snapshot = await uow.roles.grant_snapshot(actor.user_id)
+        now = self._clock.now()
+        snapshot = await uow.roles.grant_snapshot(actor.user_id, now)
         held = UserGrants.build(
             actor.user_id,
             exists=snapshot.exists,
             disabled=snapshot.disabled,
             rows=snapshot.rows,
-            now=snapshot.db_now,
+            now=now,
         )
         if held.superuser:
             return
         missing = sorted({name for name in permissions if name not in held.granted})
         if missing:
             shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-            raise PermissionDenied(
-                f"you cannot manage a role carrying permissions you do not hold: {shown}",
-                reason="ESCALATION_DENIED",
-            )
+            raise EscalationDenied(f"you cannot manage a role carrying permissions you do not hold: {shown}")
 
     # -- roles -------------------------------------------------------------------------
 
@@ -149,7 +150,7 @@ class RoleService:
         async with self._db.reader() as uow:
             role = await uow.roles.get(parse_uuid(role_id, "role_id"))
         if role is None:
-            raise _role_not_found()
+            raise RoleNotFound()
         return role
 
     async def find_role(self, actor: Actor, reference: str) -> Role:
@@ -161,7 +162,7 @@ class RoleService:
             except ValueError:
                 role = await uow.roles.get_by_name(role_name(reference).canonical)
         if role is None:
-            raise _role_not_found()
+            raise RoleNotFound()
         return role
 
     async def list_roles(self, actor: Actor, size: int, token: str) -> tuple[list[Role], str]:
@@ -170,7 +171,7 @@ class RoleService:
         position = self._page_tokens.decode(_PAGE_KIND, "", token)
         after = position.get("after") if position else None
         if after is not None and not isinstance(after, str):
-            raise InvalidArgument("page_token", "page_token is invalid", reason="PAGE_TOKEN_INVALID")
+            raise PageTokenInvalid()
         async with self._db.reader() as uow:
             roles = await uow.roles.list_page(after, limit + 1)
         if len(roles) <= limit:
@@ -196,12 +197,12 @@ class RoleService:
         async with self._write() as uow:
             role = await uow.roles.get(target)
             if role is None:
-                raise _role_not_found()
+                raise RoleNotFound()
             if role.builtin:
                 if new_name is not None and new_name.canonical != role.name_canonical:
-                    raise _builtin("a built-in role cannot be renamed")
+                    raise RoleBuiltin("a built-in role cannot be renamed")
                 if patch.permissions is not None and not wildcard_only:
-                    raise _builtin("a built-in role's permissions cannot be changed")
+                    raise RoleBuiltin("a built-in role's permissions cannot be changed")
             elif wildcard_only:
                 validate_permission_set([WILDCARD], field="role.permissions")
             # Before and after: nobody edits a role stronger than themself, nor makes one.
@@ -220,14 +221,12 @@ class RoleService:
         async with self._write() as uow:
             role = await uow.roles.get(target)
             if role is None:
-                raise _role_not_found()
+                raise RoleNotFound()
             if role.builtin:
-                raise _builtin("a built-in role cannot be deleted")
+                raise RoleBuiltin("a built-in role cannot be deleted")
             await self._check_escalation(uow, actor, role.permissions)
-            if not force and await uow.roles.live_assignment_count(target) > 0:
-                raise FailedPrecondition(
-                    "the role is still assigned; revoke it first or delete with force", reason="ROLE_IN_USE"
-                )
+            if not force and await uow.roles.live_assignment_count(target, self._clock.now()) > 0:
+                raise RoleInUse()
             # Assignments go with the role (ON DELETE CASCADE), in this transaction.
             await uow.roles.delete(target)
             await uow.roles.prune_catalogue()
@@ -240,14 +239,14 @@ class RoleService:
         await self._require(actor, ROLES_ASSIGN)
         user = parse_uuid(user_id, "user_id")
         role_uuid = parse_uuid(role_id, "role_id")
-        if expires_at is not None and expires_at <= utcnow():
+        if expires_at is not None and expires_at <= self._clock.now():
             raise InvalidArgument("expire_time", "expire_time must be in the future")
         async with self._write() as uow:
             if await uow.users.get(user) is None:
-                raise NotFound("no such user", reason="USER_NOT_FOUND")
+                raise UserNotFound()
             role = await uow.roles.get(role_uuid)
             if role is None:
-                raise _role_not_found()
+                raise RoleNotFound()
             await self._check_escalation(uow, actor, role.permissions)
             return await uow.roles.assign(user, role_uuid, expires_at, actor.user_id)
 
@@ -258,7 +257,7 @@ class RoleService:
         async with self._write() as uow:
             role = await uow.roles.get(role_uuid)
             if role is None:
-                raise _role_not_found()
+                raise RoleNotFound()
             await self._check_escalation(uow, actor, role.permissions)
             return await uow.roles.revoke(user, role_uuid)
 
@@ -267,5 +266,5 @@ class RoleService:
         user = parse_uuid(user_id, "user_id")
         async with self._db.reader() as uow:
             if await uow.users.get(user) is None:
-                raise NotFound("no such user", reason="USER_NOT_FOUND")
+                raise UserNotFound()
             return await uow.roles.user_assignments(user)

@@ -14,7 +14,7 @@ from uuid import UUID
 
 import structlog
 
-from identity.domain.errors import InvalidArgument, NotFound
+from identity.domain.errors import InvalidArgument, KeyNotFound
 from identity.domain.permissions import IssuedServiceKey, ServiceKey
 from identity.security import opaque
 from identity.services.authz import SERVICE_KEY_PREFIX
@@ -62,7 +62,7 @@ class ServiceKeyService:
             revoked = await uow.service_keys.revoke(name, key_id)
             version = await uow.roles.version()
         if revoked == 0:
-            raise NotFound("no live service key with this name (and id)", reason="KEY_NOT_FOUND")
+            raise KeyNotFound()
         await self._sync.wait_applied(version)
         log.info("service_key_revoked", name=name, count=revoked)
         return revoked

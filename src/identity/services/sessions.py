@@ -14,31 +14,20 @@ from uuid import UUID
 
 import structlog
 
-from identity.domain.errors import InvalidArgument, NotFound
+from identity.domain.clock import Clock
+from identity.domain.errors import InvalidArgument, PageTokenInvalid, SessionNotFound, UserNotFound
 from identity.domain.logins import canonical_login
 from identity.domain.models import Principal, Session, User
-from identity.services.clock import utcnow
+from identity.domain.paging import SessionCursor
 from identity.services.paging import PageTokens, page_size
 from identity.services.tokens import TokenPolicy
 from identity.store.database import Database
-from identity.store.sessions import SessionCursor
 
 log = structlog.get_logger("identity.sessions")
 
 PAGE_KIND = "sessions"
 # Operators see at most this many sessions of one user at once.
 OPERATOR_LIST_LIMIT = 1000
-
-
-class SessionNotFound(NotFound):
-    # Also the answer for another user's session id: ids reveal nothing.
-    reason = "SESSION_NOT_FOUND"
-    message = "session not found"
-
-
-class UserNotFound(NotFound):
-    reason = "USER_NOT_FOUND"
-    message = "user not found"
 
 
 @dataclass(frozen=True)
@@ -69,10 +58,11 @@ def parse_session_id(raw: str, field: str = "session_id") -> UUID:
 
 
 class SessionService:
-    def __init__(self, db: Database, page_tokens: PageTokens, policy: TokenPolicy) -> None:
+    def __init__(self, db: Database, page_tokens: PageTokens, policy: TokenPolicy, clock: Clock) -> None:
         self._db = db
         self._page_tokens = page_tokens
         self._policy = policy
+        self._clock = clock
 
     def _listed(self, session: Session, current: UUID | None) -> ListedSession:
         idle_end = session.last_used_at + self._policy.session_idle_ttl
@@ -85,9 +75,7 @@ class SessionService:
         try:
             return SessionCursor(datetime.fromisoformat(position["c"]), UUID(position["i"]))
         except (KeyError, TypeError, ValueError):
-            raise InvalidArgument(
-                "page_token", "page_token is invalid", reason="PAGE_TOKEN_INVALID"
-            ) from None
+            raise PageTokenInvalid() from None
 
     async def list_own(self, principal: Principal, requested_size: int, page_token: str) -> SessionPage:
         """The caller's live sessions, newest first."""
@@ -96,7 +84,7 @@ class SessionService:
         async with self._db.reader() as uow:
             rows = await uow.sessions.list_live_for_user(
                 principal.user_id,
-                now=utcnow(),
+                now=self._clock.now(),
                 idle_ttl=self._policy.session_idle_ttl,
                 limit=size + 1,
                 after=after,
@@ -143,7 +131,10 @@ class SessionService:
         user = await self._user_by_login(login)
         async with self._db.reader() as uow:
             rows = await uow.sessions.list_live_for_user(
-                user.id, now=utcnow(), idle_ttl=self._policy.session_idle_ttl, limit=OPERATOR_LIST_LIMIT
+                user.id,
+                now=self._clock.now(),
+                idle_ttl=self._policy.session_idle_ttl,
+                limit=OPERATOR_LIST_LIMIT,
             )
         return user, [self._listed(s, None) for s in rows]
 

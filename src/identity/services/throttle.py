@@ -18,8 +18,10 @@ class LoginThrottle:
         self._per_ip = per_ip
         self._window = int(window.total_seconds())
 
-    async def count_attempt(self, login_canonical: str, ip: str | None) -> None:
-        count, ttl = await self._redis.hit(f"login:acct:{login_canonical}", self._window)
+    async def count_attempt(self, account: str, ip: str | None) -> None:
+        """Counts one attempt on `account` (a key naming the account: `acct:<login>` for a
+        login, `user:<id>` for a signed-in caller) and from `ip`; raises when either is over."""
+        count, ttl = await self._redis.hit(f"login:{account}", self._window)
         if count > self._per_account:
             raise Throttled(ttl)
         if ip is not None:

@@ -10,33 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from identity.domain.errors import Unauthenticated
+from identity.domain.clock import Clock
+from identity.domain.errors import SessionExpired, SessionRevoked, TokenMissing, TokenRejected
 from identity.domain.models import Principal, Session
-from identity.security.jwt_codec import (
-    AccessClaims,
-    TokenRejected,
-    decode_access_token,
-    encode_access_token,
-    unverified_kid,
-)
-from identity.services.clock import utcnow
+from identity.security.jwt_codec import AccessClaims, decode_access_token, encode_access_token, unverified_kid
 from identity.services.keys import KeyService
 from identity.store.database import Database
-
-
-class SessionRevoked(Unauthenticated):
-    reason = "SESSION_REVOKED"
-    message = "session has ended"
-
-
-class SessionExpired(Unauthenticated):
-    reason = "SESSION_EXPIRED"
-    message = "session has expired, log in again"
-
-
-class TokenMissing(Unauthenticated):
-    reason = "TOKEN_MISSING"
-    message = "an access token is required"
 
 
 @dataclass(frozen=True)
@@ -49,21 +28,28 @@ class TokenPolicy:
     session_idle_ttl: timedelta
 
 
-def check_session_live(session: Session | None, user_id: UUID | None, policy: TokenPolicy) -> Session:
+def check_session_live(
+    session: Session | None, user_id: UUID | None, policy: TokenPolicy, now: datetime
+) -> Session:
+    """The session if it may still be used at `now`: not revoked, within its absolute
+    lifetime and not idle for longer than the idle lifetime (and the user's own, when
+    `user_id` is given). The expiry says which lifetime ran out."""
     if session is None or (user_id is not None and session.user_id != user_id):
         raise TokenRejected()
     if session.revoked_at is not None:
         raise SessionRevoked()
-    now = utcnow()
-    if session.expires_at <= now or session.last_used_at + policy.session_idle_ttl <= now:
-        raise SessionExpired()
+    if session.expires_at <= now:
+        raise SessionExpired("session reached its maximum lifetime, log in again")
+    if session.last_used_at + policy.session_idle_ttl <= now:
+        raise SessionExpired("session was idle for too long, log in again")
     return session
 
 
 class TokenService:
-    def __init__(self, db: Database, keys: KeyService, policy: TokenPolicy) -> None:
+    def __init__(self, db: Database, keys: KeyService, policy: TokenPolicy, clock: Clock) -> None:
         self._db = db
         self._keys = keys
+        self._clock = clock
         self.policy = policy
 
     async def issue_access_token(self, user_id: UUID, session_id: UUID) -> tuple[str, datetime]:
@@ -77,7 +63,7 @@ class TokenService:
             audience=self.policy.audiences[0],
             user_id=user_id,
             session_id=session_id,
-            now=utcnow(),
+            now=self._clock.now(),
             ttl=self.policy.access_ttl,
         )
 
@@ -93,6 +79,7 @@ class TokenService:
             issuer=self.policy.issuer,
             audiences=self.policy.audiences,
             leeway=self.policy.clock_skew,
+            now=self._clock.now(),
         )
 
     async def validate(self, token: str) -> AccessClaims:
@@ -100,7 +87,7 @@ class TokenService:
         claims = await self.verify_signature_and_claims(token)
         async with self._db.reader() as uow:
             session = await uow.sessions.get(claims.session_id)
-        check_session_live(session, claims.subject, self.policy)
+        check_session_live(session, claims.subject, self.policy, self._clock.now())
         return claims
 
     async def authenticate(self, token: str | None) -> Principal:

@@ -8,14 +8,14 @@ import uuid
 
 import structlog
 
-from identity.domain.errors import NotFound
+from identity.domain.errors import UserNotFound
 from identity.domain.logins import canonical_login, display_login
 from identity.domain.models import User
 from identity.domain.passwords import check_password_policy
 from identity.domain.permissions import SUPERUSER_ROLE_ID, EffectivePermission
 from identity.security.passwords import PasswordHasher
-from identity.services.authz import PermissionCache
 from identity.services.authz_sync import RbacSync
+from identity.services.permission_cache import PermissionCache
 from identity.store.database import Database
 
 log = structlog.get_logger("identity.user_admin")
@@ -32,7 +32,7 @@ class UserAdminService:
         async with self._db.reader() as uow:
             user = await uow.users.get_by_login(canonical_login(login))
         if user is None:
-            raise NotFound("no user with this login", reason="USER_NOT_FOUND")
+            raise UserNotFound("no user with this login")
         return user
 
     async def create_superuser(self, login: str, password: str) -> User:

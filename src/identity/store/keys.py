@@ -42,13 +42,14 @@ class SigningKeyRepository:
         """Serialises key-ring changes across processes for the current transaction."""
         await self._conn.execute("SELECT pg_advisory_xact_lock(hashtext('identity.signing_keys'))")
 
-    async def published(self) -> list[StoredKey]:
+    async def published(self, now: datetime) -> list[StoredKey]:
         cur = await self._conn.execute(
             """
             SELECT * FROM signing_keys
-            WHERE state IN ('next', 'active') OR publish_until > now()
+            WHERE state IN ('next', 'active') OR publish_until > %s
             ORDER BY created_at DESC
-            """
+            """,
+            (now,),
         )
         return [_key(row) for row in await cur.fetchall()]
 

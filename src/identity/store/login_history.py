@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 from identity.domain.models import LoginEvent, LoginOutcome
+from identity.domain.paging import HistoryCursor, TimeRange
 from identity.store.rows import Conn, Row, ip_text
-
-
-@dataclass(frozen=True)
-class HistoryCursor:
-    """Keyset position in a newest-first listing: the last entry already shown."""
-
-    login_at: datetime
-    id: int
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """start <= login_at < end; either side may be open."""
-
-    start: datetime | None = None
-    end: datetime | None = None
 
 
 def _event(row: Row) -> LoginEvent:
@@ -77,13 +61,14 @@ class LoginHistoryRepository:
         ip: str | None,
         user_agent: str,
         session_id: UUID | None = None,
+        at: datetime,
     ) -> None:
         await self._conn.execute(
             """
-            INSERT INTO login_history (user_id, outcome, ip, user_agent, session_id)
-            VALUES (%s, %s, %s, %s, %s)
+            INSERT INTO login_history (login_at, user_id, outcome, ip, user_agent, session_id)
+            VALUES (%s, %s, %s, %s, %s, %s)
             """,
-            (user_id, outcome.value, ip, user_agent, session_id),
+            (at, user_id, outcome.value, ip, user_agent, session_id),
         )
 
     async def page_for_user(

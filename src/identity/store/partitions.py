@@ -6,44 +6,17 @@ through sql.Literal; every name is built here from a date, never from input."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from psycopg import sql
 
+from identity.domain.partitions import Partition
 from identity.store.rows import Conn
 
 PARENT = "login_history"
 DEFAULT_PARTITION = "login_history_default"
 _COLUMNS = "id, login_at, user_id, outcome, ip, user_agent, session_id"
 _BOUND = re.compile(r"FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)")
-
-
-@dataclass(frozen=True)
-class Partition:
-    name: str
-    # Both None for the DEFAULT partition.
-    start: datetime | None
-    end: datetime | None
-    rows: int | None = None
-
-    @property
-    def is_default(self) -> bool:
-        return self.start is None
-
-    def overlaps(self, start: datetime, end: datetime) -> bool:
-        return self.start is not None and self.end is not None and self.start < end and start < self.end
-
-
-def month_start(moment: datetime) -> datetime:
-    """The first instant of moment's month, in UTC."""
-    utc = moment.astimezone(UTC)
-    return datetime(utc.year, utc.month, 1, tzinfo=UTC)
-
-
-def add_months(month: datetime, count: int) -> datetime:
-    index = month.year * 12 + (month.month - 1) + count
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
 
 
 def partition_name(month: datetime) -> str:

@@ -12,7 +12,7 @@ from uuid import UUID
 
 import psycopg.errors
 
-from identity.domain.errors import AlreadyExists
+from identity.domain.errors import RoleExists
 from identity.domain.permissions import WILDCARD, GrantRow, Role, RoleAssignment, RoleName
 from identity.store.rows import Conn, Row
 
@@ -56,13 +56,13 @@ def _assignment(row: Row) -> RoleAssignment:
 class GrantSnapshot:
     """A user's assignments and the RBAC version, read in one statement (one snapshot)."""
 
-    __slots__ = ("db_now", "disabled", "exists", "rows", "version")
+    __slots__ = ("as_of", "disabled", "exists", "rows", "version")
 
     def __init__(
-        self, version: int, db_now: datetime, exists: bool, disabled: bool, rows: list[GrantRow]
+        self, version: int, as_of: datetime, exists: bool, disabled: bool, rows: list[GrantRow]
     ) -> None:
         self.version = version
-        self.db_now = db_now
+        self.as_of = as_of
         self.exists = exists
         self.disabled = disabled
         self.rows = rows
@@ -114,7 +114,7 @@ class RoleRepository:
                     (role_id, name.display, name.canonical, description),
                 )
         except psycopg.errors.UniqueViolation:
-            raise AlreadyExists("a role with this name already exists", reason="ROLE_EXISTS") from None
+            raise RoleExists() from None
 
     async def update(self, role_id: UUID, name: RoleName | None, description: str | None) -> None:
         try:
@@ -136,7 +136,7 @@ class RoleRepository:
                     },
                 )
         except psycopg.errors.UniqueViolation:
-            raise AlreadyExists("a role with this name already exists", reason="ROLE_EXISTS") from None
+            raise RoleExists() from None
 
     async def set_permissions(self, role_id: UUID, names: frozenset[str]) -> None:
         wanted = sorted(names)
@@ -164,13 +164,13 @@ class RoleRepository:
         cur = await self._conn.execute("DELETE FROM roles WHERE id = %s AND NOT builtin", (role_id,))
         return cur.rowcount == 1
 
-    async def live_assignment_count(self, role_id: UUID) -> int:
+    async def live_assignment_count(self, role_id: UUID, now: datetime) -> int:
         cur = await self._conn.execute(
             """
             SELECT count(*) AS n FROM user_roles
-            WHERE role_id = %s AND (expires_at IS NULL OR expires_at > now())
+            WHERE role_id = %s AND (expires_at IS NULL OR expires_at > %s)
             """,
-            (role_id,),
+            (role_id, now),
         )
         row = await cur.fetchone()
         assert row is not None
@@ -234,11 +234,12 @@ class RoleRepository:
         )
         return [_assignment(row) for row in await cur.fetchall()]
 
-    async def grant_snapshot(self, user_id: UUID) -> GrantSnapshot:
-        """Everything a check needs about one user, with the version it is exact for."""
+    async def grant_snapshot(self, user_id: UUID, now: datetime) -> GrantSnapshot:
+        """Everything a check needs about one user, with the version it is exact for;
+        `now` is the time its assignments' expiry is judged at."""
         cur = await self._conn.execute(
             """
-            SELECT v.version, now() AS db_now, u.id IS NOT NULL AS user_exists,
+            SELECT v.version, u.id IS NOT NULL AS user_exists,
                    u.disabled_at IS NOT NULL AS disabled,
                    r.name AS role_name, ur.expires_at, p.name AS permission
             FROM rbac_version v
@@ -254,7 +255,7 @@ class RoleRepository:
         first = rows[0]
         return GrantSnapshot(
             version=int(first["version"]),
-            db_now=first["db_now"],
+            as_of=now,
             exists=bool(first["user_exists"]),
             disabled=bool(first["disabled"]),
             rows=[

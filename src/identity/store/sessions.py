@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from identity.domain.models import Session
+from identity.domain.paging import SessionCursor
 from identity.store.rows import Conn, Row, ip_text
 
 
@@ -39,14 +40,6 @@ def _token_state(row: Row) -> RefreshTokenState:
     )
 
 
-@dataclass(frozen=True)
-class SessionCursor:
-    """Keyset position in a newest-first listing of sessions."""
-
-    created_at: datetime
-    id: UUID
-
-
 # A session is live until it is revoked, reaches expires_at, or sits unused for the idle TTL.
 _LIVE = """
     revoked_at IS NULL AND expires_at > %(now)s AND last_used_at > %(now)s - %(idle)s
@@ -58,14 +51,21 @@ class SessionRepository:
         self._conn = conn
 
     async def create(
-        self, session_id: UUID, user_id: UUID, expires_at: datetime, ip: str | None, user_agent: str
+        self,
+        session_id: UUID,
+        user_id: UUID,
+        *,
+        now: datetime,
+        expires_at: datetime,
+        ip: str | None,
+        user_agent: str,
     ) -> Session:
         cur = await self._conn.execute(
             """
-            INSERT INTO sessions (id, user_id, expires_at, ip, user_agent)
-            VALUES (%s, %s, %s, %s, %s) RETURNING *
+            INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent)
+            VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *
             """,
-            (session_id, user_id, expires_at, ip, user_agent),
+            (session_id, user_id, now, now, expires_at, ip, user_agent),
         )
         row = await cur.fetchone()
         assert row is not None
@@ -81,8 +81,8 @@ class SessionRepository:
         row = await cur.fetchone()
         return None if row is None else _session(row)
 
-    async def touch(self, session_id: UUID) -> None:
-        await self._conn.execute("UPDATE sessions SET last_used_at = now() WHERE id = %s", (session_id,))
+    async def touch(self, session_id: UUID, now: datetime) -> None:
+        await self._conn.execute("UPDATE sessions SET last_used_at = %s WHERE id = %s", (now, session_id))
 
     async def revoke(self, session_id: UUID, reason: str) -> bool:
         cur = await self._conn.execute(
@@ -111,17 +111,17 @@ class SessionRepository:
             "INSERT INTO refresh_tokens (token_hash, session_id) VALUES (%s, %s)", (token_hash, session_id)
         )
 
-    async def rotate_refresh_token(self, token_hash: bytes) -> UUID | None:
+    async def rotate_refresh_token(self, token_hash: bytes, now: datetime) -> UUID | None:
         """Marks a live refresh token used. Exactly one of any number of concurrent
         callers gets the session id back: the row lock serialises them and the
         losers re-read rotated_at as set."""
         cur = await self._conn.execute(
             """
-            UPDATE refresh_tokens SET rotated_at = now()
+            UPDATE refresh_tokens SET rotated_at = %s
             WHERE token_hash = %s AND rotated_at IS NULL
             RETURNING session_id
             """,
-            (token_hash,),
+            (now, token_hash),
         )
         row = await cur.fetchone()
         return None if row is None else row["session_id"]
@@ -151,11 +151,11 @@ class SessionRepository:
             "UPDATE refresh_tokens SET replaced_by = %s WHERE token_hash = %s", (successor_hash, token_hash)
         )
 
-    async def retire_unused_refresh_token(self, token_hash: bytes) -> bool:
+    async def retire_unused_refresh_token(self, token_hash: bytes, now: datetime) -> bool:
         """Kills a token that was never presented; False if it was used (or is gone) already."""
         cur = await self._conn.execute(
-            "UPDATE refresh_tokens SET rotated_at = now() WHERE token_hash = %s AND rotated_at IS NULL",
-            (token_hash,),
+            "UPDATE refresh_tokens SET rotated_at = %s WHERE token_hash = %s AND rotated_at IS NULL",
+            (now, token_hash),
         )
         return cur.rowcount == 1
 

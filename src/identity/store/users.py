@@ -6,7 +6,7 @@ from uuid import UUID
 
 import psycopg.errors
 
-from identity.domain.errors import AlreadyExists
+from identity.domain.errors import LoginTaken
 from identity.domain.models import Credentials, User
 from identity.store.rows import Conn, Row
 
@@ -43,7 +43,7 @@ class UserRepository:
                     (user_id, login, login_canonical, email),
                 )
         except psycopg.errors.UniqueViolation:
-            raise AlreadyExists("login is already taken", reason="LOGIN_TAKEN") from None
+            raise LoginTaken() from None
         await self._conn.execute(
             "INSERT INTO password_credentials (user_id, password_hash) VALUES (%s, %s)",
             (user_id, password_hash),
@@ -64,17 +64,23 @@ class UserRepository:
         row = await cur.fetchone()
         return None if row is None else _user(row)
 
-    async def count_failed_attempt(self, login_canonical: str) -> Credentials | None:
+    async def count_failed_attempt(
+        self, *, login_canonical: str | None = None, user_id: UUID | None = None
+    ) -> Credentials | None:
         """Atomically counts one more consecutive failure *before* the hash is checked,
-        so parallel guesses cannot exceed the limit; success resets it."""
+        so parallel guesses cannot exceed the limit; success resets it. The account is
+        named by its login (a login attempt) or by its id (a signed-in caller)."""
+        if (login_canonical is None) == (user_id is None):
+            raise ValueError("name the account by login or by id, not both")
+        where = "u.login_canonical = %s" if user_id is None else "u.id = %s"
         cur = await self._conn.execute(
             f"""
             UPDATE users u SET failed_logins = u.failed_logins + 1
-            WHERE u.login_canonical = %s
+            WHERE {where}
             RETURNING {_USER_COLUMNS}, u.failed_logins,
                 (SELECT c.password_hash FROM password_credentials c WHERE c.user_id = u.id) AS password_hash
             """,
-            (login_canonical,),
+            (login_canonical if user_id is None else user_id,),
         )
         row = await cur.fetchone()
         if row is None:
@@ -83,20 +89,11 @@ class UserRepository:
             user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"]
         )
 
-    async def credentials(self, user_id: UUID) -> Credentials | None:
-        cur = await self._conn.execute(
-            f"""
-            SELECT {_USER_COLUMNS}, u.failed_logins, c.password_hash
-            FROM users u JOIN password_credentials c ON c.user_id = u.id WHERE u.id = %s
-            """,
-            (user_id,),
-        )
+    async def failed_logins(self, user_id: UUID) -> int | None:
+        """The consecutive failure count (operators' view)."""
+        cur = await self._conn.execute("SELECT failed_logins FROM users WHERE id = %s", (user_id,))
         row = await cur.fetchone()
-        if row is None:
-            return None
-        return Credentials(
-            user=_user(row), password_hash=bytes(row["password_hash"]), failed_logins=row["failed_logins"]
-        )
+        return None if row is None else int(row["failed_logins"])
 
     async def reset_failed_attempts(self, user_id: UUID) -> None:
         await self._conn.execute(
@@ -117,7 +114,7 @@ class UserRepository:
                     (login, login_canonical, user_id),
                 )
         except psycopg.errors.UniqueViolation:
-            raise AlreadyExists("login is already taken", reason="LOGIN_TAKEN") from None
+            raise LoginTaken() from None
 
     async def set_disabled(self, user_id: UUID, disabled: bool) -> None:
         await self._conn.execute(

@@ -1,9 +1,0 @@
-"""The one place services read the time, so tests can move it."""
-
-from __future__ import annotations
-
-from datetime import UTC, datetime
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
