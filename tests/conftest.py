@@ -11,6 +11,7 @@ import pytest
 
 from identity.config import Settings
 from identity.container import Services, build_services
+from identity.domain.clock import SteppedClock
 from identity.logging import configure_logging
 from identity.server import RunningServer, start_server
 from identity.store.migrate import upgrade
@@ -32,17 +33,24 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-async def services(settings: Settings) -> AsyncIterator[Services]:
-    built = await build_services(settings)
+def clock() -> SteppedClock:
+    """The time of the suite's server and services: tests that wait for time step it
+    forward instead of sleeping (only forward, and only by a little: it is shared)."""
+    return SteppedClock()
+
+
+@pytest.fixture(scope="session")
+async def services(settings: Settings, clock: SteppedClock) -> AsyncIterator[Services]:
+    built = await build_services(settings, clock)
     await built.keys.ensure_ring()
     yield built
 
 
 @pytest.fixture(scope="session")
-async def server(settings: Settings, services: Services) -> AsyncIterator[RunningServer]:
+async def server(settings: Settings, services: Services, clock: SteppedClock) -> AsyncIterator[RunningServer]:
     # The server gets services of its own: closing them at the end must not
     # pull the pools from under the `services` fixture.
-    running = await start_server(settings)
+    running = await start_server(settings, clock=clock)
     yield running
     await running.stop(1.0)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 
+from identity.domain.clock import Clock
 from identity.server import RunningServer, start_server
 from identity.v1 import auth_pb2_grpc
 from tests.support import test_settings
@@ -16,9 +17,9 @@ from tests.support import test_settings
 
 @asynccontextmanager
 async def server_with(
-    database_url: str, **overrides: Any
+    database_url: str, *, clock: Clock | None = None, **overrides: Any
 ) -> AsyncIterator[tuple[auth_pb2_grpc.AuthServiceStub, RunningServer]]:
-    running = await start_server(test_settings(database_url, **overrides))
+    running = await start_server(test_settings(database_url, **overrides), clock=clock)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
             yield auth_pb2_grpc.AuthServiceStub(channel), running

@@ -226,3 +226,27 @@ async def test_validate_token_still_valid_after_login_change(auth, account):
     await _change_login(auth, account, new_login())
     validated = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=account.access_token))
     assert validated.valid and validated.reason == errors_pb2.ERROR_REASON_UNSPECIFIED
+
+
+async def test_concurrent_login_changes_with_the_right_password_never_fail_reauthentication(auth, account):
+    """Re-authentication reads the caller by the id of its token, once: a login changing
+    under it cannot make the right password look wrong."""
+    first, second = new_login("alt"), new_login("alt")
+    results = await asyncio.gather(
+        *(_change_login(auth, account, first if i % 2 else second) for i in range(30)),
+        return_exceptions=True,
+    )
+    failures = [failure(r) for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    unexpected = [
+        r for r in results if not isinstance(r, grpc.aio.AioRpcError | auth_pb2.ChangeLoginResponse)
+    ]
+    assert unexpected == []
+    assert [f.reason for f in failures if f.reason in {"INVALID_CREDENTIALS", "PASSWORD_INCORRECT"}] == []
+    assert len(failures) < 30  # most of them changed the login
+    final = (
+        await auth.ChangeLogin(
+            auth_pb2.ChangeLoginRequest(new_login=first, password=account.password), metadata=account.metadata
+        )
+    ).user.login
+    assert final == first
+    await _login(auth, first, account.password)

@@ -46,7 +46,9 @@ async def planted() -> AsyncIterator[Planted]:
         db = Database(url, min_size=1, max_size=4)
         await db.open()
         first = add_months(month_start(SystemClock().now()), -(MONTHS - 1))
-        await PartitionService(db, SystemClock(), months_ahead=0, retention_months=12).ensure(MONTHS - 1, first_month=first)
+        await PartitionService(db, SystemClock(), months_ahead=0, retention_months=12).ensure(
+            MONTHS - 1, first_month=first
+        )
         user_id, stranger = uuid.uuid4(), uuid.uuid4()
         end = add_months(first, MONTHS)
         async with db.transaction() as uow:

@@ -3,9 +3,8 @@ lacking its permission; every escalation path; who may ask the check RPCs."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -199,16 +198,16 @@ async def test_revoke_and_delete_of_a_stronger_role_are_refused(rbac, services, 
     assert await _fails(delete) == (grpc.StatusCode.PERMISSION_DENIED, "ESCALATION_DENIED")
 
 
-async def test_escalation_checks_read_the_callers_current_permissions(rbac, services, auth) -> None:
+async def test_escalation_checks_read_the_callers_current_permissions(rbac, services, auth, clock) -> None:
     """Holding a permission through an expired assignment does not count."""
     account = await register_and_login(auth)
     await give(services, account.user_id, ROLES_WRITE)
     lapsed = new_permission("lapsed")
     role = await make_role(services, lapsed)
     await services.roles.assign_role(
-        OPERATOR, account.user_id, str(role.id), datetime.now(UTC) + timedelta(milliseconds=300)
+        OPERATOR, account.user_id, str(role.id), clock.now() + timedelta(milliseconds=300)
     )
-    await asyncio.sleep(0.5)
+    clock.advance(timedelta(milliseconds=500))
     attempt = rbac.CreateRole(
         rbac_pb2.CreateRoleRequest(role=rbac_pb2.Role(name=new_role_name(), permissions=[lapsed])),
         metadata=account.metadata,

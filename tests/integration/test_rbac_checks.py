@@ -3,8 +3,7 @@ ordering, expiry, and that a returned write is seen by the very next check."""
 
 from __future__ import annotations
 
-import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -103,16 +102,16 @@ async def test_malformed_single_checks_are_invalid_argument(rbac, key, request_,
     assert (got.code, got.reason, got.fields) == (grpc.StatusCode.INVALID_ARGUMENT, reason, (field,))
 
 
-async def test_expired_assignment_stops_granting_when_it_expires(rbac, services, key, account) -> None:
+async def test_expired_assignment_stops_granting_when_it_expires(rbac, services, key, account, clock) -> None:
     permission = new_permission()
     role = await make_role(services, permission)
     await services.roles.assign_role(
-        OPERATOR, account.user_id, str(role.id), datetime.now(UTC) + timedelta(seconds=1)
+        OPERATOR, account.user_id, str(role.id), clock.now() + timedelta(seconds=1)
     )
     request = by_user(account.user_id, permission)
     assert (await rbac.CheckPermission(request, metadata=key)).allowed  # now cached
     assert (await rbac.CheckPermission(request, metadata=key)).allowed
-    await asyncio.sleep(1.1)
+    clock.advance(timedelta(seconds=1.1))
     answer = await rbac.CheckPermission(request, metadata=key)  # no write in between: the cache knows
     assert (answer.allowed, answer.reason) == (False, ASSIGNMENT_EXPIRED)
     listed = await rbac.ListUserPermissions(

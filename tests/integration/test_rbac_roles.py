@@ -3,7 +3,6 @@ superuser, and validation. The caller is a superuser unless a test says otherwis
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -269,7 +268,9 @@ async def test_delete_refuses_a_role_in_use_unless_forced(rbac, services, admin,
     assert (got.code, got.reason) == (grpc.StatusCode.NOT_FOUND, "ROLE_NOT_FOUND")
 
 
-async def test_a_role_whose_only_assignment_expired_can_be_deleted(rbac, services, admin, account) -> None:
+async def test_a_role_whose_only_assignment_expired_can_be_deleted(
+    rbac, services, admin, account, clock
+) -> None:
     role = (
         await rbac.CreateRole(
             rbac_pb2.CreateRoleRequest(role=_role(None, new_permission())), metadata=admin.metadata
@@ -279,12 +280,18 @@ async def test_a_role_whose_only_assignment_expired_can_be_deleted(rbac, service
         rbac_pb2.AssignRoleRequest(
             user_id=account.user_id,
             role_id=role.id,
-            expire_time=_ts(datetime.now(UTC) + timedelta(seconds=1)),
+            expire_time=_ts(clock.now() + timedelta(seconds=1)),
         ),
         metadata=admin.metadata,
     )
-    await asyncio.sleep(1.2)
+    with pytest.raises(grpc.aio.AioRpcError) as still_assigned:
+        await rbac.DeleteRole(rbac_pb2.DeleteRoleRequest(role_id=role.id), metadata=admin.metadata)
+    assert failure(still_assigned.value).reason == "ROLE_IN_USE"
+    clock.advance(timedelta(seconds=1.2))
     await rbac.DeleteRole(rbac_pb2.DeleteRoleRequest(role_id=role.id), metadata=admin.metadata)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await rbac.GetRole(rbac_pb2.GetRoleRequest(role_id=role.id), metadata=admin.metadata)
+    assert failure(err.value).reason == "ROLE_NOT_FOUND"
 
 
 async def test_assign_is_idempotent_and_updates_the_expiry(rbac, admin, account) -> None:

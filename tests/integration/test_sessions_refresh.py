@@ -9,6 +9,7 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from identity.domain.clock import SteppedClock
 from identity.security import opaque
 from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import register_and_login
@@ -83,37 +84,52 @@ async def test_reuse_detection_survives_restart_and_redis_flushall(database_url)
         assert validated.reason == errors_pb2.ERROR_REASON_SESSION_REVOKED
 
 
-async def _age_session(services, session_id: str, column: str, by: timedelta) -> None:
-    assert column in {"expires_at", "last_used_at"}
-    async with services.db.transaction() as uow:
-        await uow.conn.execute(f"UPDATE sessions SET {column} = now() - %s WHERE id = %s", (by, session_id))
+# Lifetimes: each test runs a server of its own with a clock it steps forward.
+SHORT_LIFETIMES = {"session_absolute_ttl": timedelta(minutes=10), "session_idle_ttl": timedelta(minutes=4)}
 
 
-async def test_session_past_its_absolute_lifetime_refuses_refresh(auth, account, services):
-    await _age_session(services, account.session_id, "expires_at", timedelta(seconds=1))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await _refresh(auth, account.refresh_token)
-    got = failure(err.value)
-    assert got.reason == "SESSION_EXPIRED" and "maximum lifetime" in got.message
-    # The refused refresh did not burn the token into a reuse.
-    assert await _refresh_fails(auth, account.refresh_token) == "SESSION_EXPIRED"
-    validated = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=account.access_token))
-    assert validated.reason == errors_pb2.ERROR_REASON_SESSION_EXPIRED
+async def test_session_past_its_absolute_lifetime_refuses_refresh(database_url):
+    clock = SteppedClock()
+    async with server_with(database_url, clock=clock, **SHORT_LIFETIMES) as (auth, _):
+        account = await register_and_login(auth)
+        for _ in range(3):  # used every 3 minutes: never idle, but 10 minutes is the most
+            clock.advance(timedelta(minutes=3))
+            rotated = await _refresh(auth, account.refresh_token)
+            account.refresh_token, account.access_token = rotated.refresh_token, rotated.access_token
+        clock.advance(timedelta(minutes=1, seconds=1))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _refresh(auth, account.refresh_token)
+        got = failure(err.value)
+        assert got.reason == "SESSION_EXPIRED" and "maximum lifetime" in got.message
+        # The refused refresh did not burn the token into a reuse.
+        assert await _refresh_fails(auth, account.refresh_token) == "SESSION_EXPIRED"
+        validated = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=account.access_token))
+        assert validated.reason == errors_pb2.ERROR_REASON_SESSION_EXPIRED
 
 
-async def test_idle_session_refuses_refresh(auth, account, services):
-    await _age_session(services, account.session_id, "last_used_at", timedelta(days=8))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await _refresh(auth, account.refresh_token)
-    got = failure(err.value)
-    assert got.reason == "SESSION_EXPIRED" and "idle" in got.message
+async def test_idle_session_refuses_refresh(database_url):
+    clock = SteppedClock()
+    async with server_with(database_url, clock=clock, **SHORT_LIFETIMES) as (auth, _):
+        account = await register_and_login(auth)
+        clock.advance(timedelta(minutes=4, seconds=1))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await _refresh(auth, account.refresh_token)
+        got = failure(err.value)
+        assert got.reason == "SESSION_EXPIRED" and "idle" in got.message
 
 
-async def test_refresh_keeps_an_active_session_alive(auth, account, services):
-    await _age_session(services, account.session_id, "last_used_at", timedelta(days=6))
-    rotated = await _refresh(auth, account.refresh_token)
-    await _age_session(services, account.session_id, "last_used_at", timedelta(days=0))
-    await _refresh(auth, rotated.refresh_token)
+async def test_refresh_keeps_an_active_session_alive(database_url):
+    clock = SteppedClock()
+    async with server_with(database_url, clock=clock, **SHORT_LIFETIMES) as (auth, _):
+        account = await register_and_login(auth)
+        clock.advance(timedelta(minutes=3))
+        rotated = await _refresh(auth, account.refresh_token)
+        # Six minutes after login, but only three after the last use: still live.
+        clock.advance(timedelta(minutes=3))
+        again = await _refresh(auth, rotated.refresh_token)
+        assert again.refresh_token not in {account.refresh_token, rotated.refresh_token}
+        validated = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=again.access_token))
+        assert validated.valid
 
 
 # The retry grace window (off by default, above): never two live tokens.
@@ -144,14 +160,11 @@ async def test_grace_does_not_cover_a_token_whose_successor_was_used(database_ur
 
 
 async def test_grace_window_ends(database_url):
-    async with server_with(database_url, **GRACE) as (auth, running):
+    clock = SteppedClock()
+    async with server_with(database_url, clock=clock, **GRACE) as (auth, _):
         account = await register_and_login(auth)
         await _refresh(auth, account.refresh_token)
-        async with running.services.db.transaction() as uow:
-            await uow.conn.execute(
-                "UPDATE refresh_tokens SET rotated_at = now() - interval '31 seconds' WHERE session_id = %s",
-                (account.session_id,),
-            )
+        clock.advance(timedelta(seconds=31))
         assert await _refresh_fails(auth, account.refresh_token) == "REFRESH_TOKEN_REUSED"
 
 
