@@ -57,11 +57,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         tokens = await self._auth.login(
             request.login, request.password, client_info(context, self._trusted_hops)
         )
-        return auth_pb2.LoginResponse(**convert.token_fields(tokens))
+        return convert.login_response(tokens)
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
         tokens = await self._auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
-        return auth_pb2.RefreshResponse(**convert.token_fields(tokens))
+        return convert.refresh_response(tokens)
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
         await self._auth.logout(await self._caller(context))
@@ -137,3 +137,30 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         except Unauthenticated as rejected:
             return auth_pb2.ValidateTokenResponse(valid=False, reason=reason_enum(rejected.reason))
         return auth_pb2.ValidateTokenResponse(valid=True, claims=convert.claims(claims))
+
+    # -- not built yet: these answer UNIMPLEMENTED (the interceptor maps NotImplementedError) --
+
+    async def SetupTotp(
+        self, request: auth_pb2.SetupTotpRequest, context: Context
+    ) -> auth_pb2.SetupTotpResponse:
+        raise NotImplementedError
+
+    async def ConfirmTotp(
+        self, request: auth_pb2.ConfirmTotpRequest, context: Context
+    ) -> auth_pb2.ConfirmTotpResponse:
+        raise NotImplementedError
+
+    async def VerifyMfa(
+        self, request: auth_pb2.VerifyMfaRequest, context: Context
+    ) -> auth_pb2.VerifyMfaResponse:
+        raise NotImplementedError
+
+    async def DisableTotp(
+        self, request: auth_pb2.DisableTotpRequest, context: Context
+    ) -> auth_pb2.DisableTotpResponse:
+        raise NotImplementedError
+
+    async def RegenerateRecoveryCodes(
+        self, request: auth_pb2.RegenerateRecoveryCodesRequest, context: Context
+    ) -> auth_pb2.RegenerateRecoveryCodesResponse:
+        raise NotImplementedError

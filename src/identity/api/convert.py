@@ -36,17 +36,28 @@ def user(value: User) -> auth_pb2.User:
     )
 
 
-def token_fields(tokens: IssuedTokens) -> dict[str, object]:
-    """The fields every token-issuing response shares (Login, VerifyMfa, Refresh)."""
-    return {
-        "access_token": tokens.access_token,
-        "refresh_token": tokens.refresh_token,
-        "token_type": TOKEN_TYPE,
-        "access_token_expire_time": timestamp(tokens.access_token_expires_at),
-        "expires_in": tokens.expires_in_seconds,
-        "session_id": str(tokens.session_id),
-        "user_id": str(tokens.user_id),
-    }
+def login_response(tokens: IssuedTokens) -> auth_pb2.LoginResponse:
+    return auth_pb2.LoginResponse(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        token_type=TOKEN_TYPE,
+        access_token_expire_time=timestamp(tokens.access_token_expires_at),
+        expires_in=tokens.expires_in_seconds,
+        session_id=str(tokens.session_id),
+        user_id=str(tokens.user_id),
+    )
+
+
+def refresh_response(tokens: IssuedTokens) -> auth_pb2.RefreshResponse:
+    return auth_pb2.RefreshResponse(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        token_type=TOKEN_TYPE,
+        access_token_expire_time=timestamp(tokens.access_token_expires_at),
+        expires_in=tokens.expires_in_seconds,
+        session_id=str(tokens.session_id),
+        user_id=str(tokens.user_id),
+    )
 
 
 def claims(value: AccessClaims) -> auth_pb2.TokenClaims:
@@ -84,8 +95,8 @@ def session(value: ListedSession) -> auth_pb2.Session:
     )
 
 
-def login_outcome(value: LoginOutcome) -> int:
-    return int(auth_pb2.LoginOutcome.Value("LOGIN_OUTCOME_" + value.value))
+def login_outcome(value: LoginOutcome) -> auth_pb2.LoginOutcome.ValueType:
+    return auth_pb2.LoginOutcome.Value("LOGIN_OUTCOME_" + value.value)
 
 
 def history_entry(value: LoginEvent) -> auth_pb2.LoginHistoryEntry:

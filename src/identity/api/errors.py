@@ -28,9 +28,9 @@ _STATUS_BY_KIND: dict[Kind, grpc.StatusCode] = {
 }
 
 
-def reason_enum(reason: Reason) -> int:
+def reason_enum(reason: Reason) -> errors_pb2.ErrorReason.ValueType:
     """The ErrorReason number of a reason (the catalogue and the proto are held equal by a test)."""
-    return int(errors_pb2.ErrorReason.Value("ERROR_REASON_" + reason.value))
+    return errors_pb2.ErrorReason.Value("ERROR_REASON_" + reason.value)
 
 
 def _pack(message: object) -> any_pb2.Any:

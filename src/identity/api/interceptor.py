@@ -60,6 +60,10 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
             await context.abort_with_status(domain_status(error))
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
+        except NotImplementedError:
+            # An RPC of the contract that is not built: say so, retrying will not help.
+            outcome = "UNIMPLEMENTED"
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented")
         except Exception as exc:  # the generic edge: nothing of it reaches the client
             outcome = "INTERNAL"
             log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
