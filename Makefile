@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck gen bench clean
+.PHONY: install run test test-fast lint typecheck gen bench clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -23,6 +23,9 @@ run: install  ## migrate, then run the gRPC server (:50051) and Envoy (:8080)
 
 test: install  ## the whole suite against real PostgreSQL and Redis
 	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: install  ## domain and service tests on in-memory fakes: no database, no tools
+	$(PY) -m pytest -p no:cacheprovider tests/unit -m "not tools" $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check src tests scripts

@@ -99,3 +99,14 @@ async def register_and_login(
 @pytest.fixture
 async def account(auth: auth_pb2_grpc.AuthServiceStub) -> Account:
     return await register_and_login(auth)
+
+
+# Tests that run a tool over the repository or a real Envoy: the full suite runs them,
+# the fast tier (`make test-fast`) does not.
+_TOOL_TESTS = ("tests/tools/", "tests/unit/test_gateway.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(part in item.nodeid for part in _TOOL_TESTS):
+            item.add_marker(pytest.mark.tools)

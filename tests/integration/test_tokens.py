@@ -24,6 +24,9 @@ def _b64(data: dict | bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+PEER_LEEWAY = 30
+
+
 def _claims_of(token: str) -> dict:
     return jwt.decode(token, options={"verify_signature": False})
 
@@ -45,8 +48,14 @@ async def test_peer_verifies_with_jwks_only(auth, account):
     keys = await _jwks_client_keys(auth)
     header = jwt.get_unverified_header(account.access_token)
     assert header["alg"] == "RS256" and header["typ"] == "at+jwt"
+    # A peer allows for clock skew, as the server does (the suite's clock runs a little ahead).
     claims = jwt.decode(
-        account.access_token, keys[header["kid"]], algorithms=["RS256"], audience="cinema", issuer="identity"
+        account.access_token,
+        keys[header["kid"]],
+        algorithms=["RS256"],
+        audience="cinema",
+        issuer="identity",
+        leeway=PEER_LEEWAY,
     )
     assert claims["sub"] == account.user_id
     assert claims["sid"] == account.session_id
@@ -184,4 +193,4 @@ async def test_rotation_keeps_outstanding_tokens_valid(auth, services, server):
     keys = await _jwks_client_keys(auth)
     for token in (before.access_token, after.access_token):
         kid = jwt.get_unverified_header(token)["kid"]
-        jwt.decode(token, keys[kid], algorithms=["RS256"], audience="cinema")
+        jwt.decode(token, keys[kid], algorithms=["RS256"], audience="cinema", leeway=PEER_LEEWAY)

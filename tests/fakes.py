@@ -1,0 +1,415 @@
+"""In-memory stand-ins for the store, for the fast tier: a unit of work whose
+repositories keep rows in dictionaries, with transactions that commit at the end of
+the block and roll back on an exception, and a Redis rate-limit window on the
+stepped clock. They mirror what the SQL does for the use cases tested on them;
+everything that claims to test PostgreSQL or Redis uses the real ones."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from identity.domain.clock import SteppedClock
+from identity.domain.errors import LoginTaken
+from identity.domain.models import Credentials, LoginEvent, LoginOutcome, Session, User
+from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
+from identity.security.passwords import PasswordHasher
+from identity.store.keys import StoredKey
+from identity.store.sessions import RefreshTokenState
+
+
+@dataclass
+class _UserRow:
+    user: User
+    password_hash: bytes
+    failed_logins: int = 0
+
+
+@dataclass
+class _TokenRow:
+    session_id: uuid.UUID
+    rotated_at: datetime | None = None
+    replaced_by: bytes | None = None
+
+
+@dataclass
+class State:
+    users: dict[uuid.UUID, _UserRow] = field(default_factory=dict)
+    sessions: dict[uuid.UUID, Session] = field(default_factory=dict)
+    tokens: dict[bytes, _TokenRow] = field(default_factory=dict)
+    # (owner, event): the events are records without a user id.
+    history: list[tuple[uuid.UUID | None, LoginEvent]] = field(default_factory=list)
+    keys: dict[str, StoredKey] = field(default_factory=dict)
+
+
+class FakeUsers:
+    def __init__(self, state: State) -> None:
+        self._s = state
+
+    def _by_login(self, login_canonical: str) -> _UserRow | None:
+        return next((r for r in self._s.users.values() if r.user.login_canonical == login_canonical), None)
+
+    async def create(
+        self, user_id: uuid.UUID, login: str, login_canonical: str, email: str | None, password_hash: bytes
+    ) -> User:
+        if self._by_login(login_canonical) is not None:
+            raise LoginTaken()
+        user = User(user_id, login, login_canonical, email, datetime.now().astimezone())
+        self._s.users[user_id] = _UserRow(user, password_hash)
+        return user
+
+    async def get(self, user_id: uuid.UUID) -> User | None:
+        row = self._s.users.get(user_id)
+        return None if row is None else row.user
+
+    async def get_by_login(self, login_canonical: str) -> User | None:
+        row = self._by_login(login_canonical)
+        return None if row is None else row.user
+
+    async def count_failed_attempt(
+        self, *, login_canonical: str | None = None, user_id: uuid.UUID | None = None
+    ) -> Credentials | None:
+        row = self._s.users.get(user_id) if user_id is not None else self._by_login(login_canonical or "")
+        if row is None:
+            return None
+        row.failed_logins += 1
+        return Credentials(row.user, row.password_hash, row.failed_logins)
+
+    async def failed_logins(self, user_id: uuid.UUID) -> int | None:
+        row = self._s.users.get(user_id)
+        return None if row is None else row.failed_logins
+
+    async def reset_failed_attempts(self, user_id: uuid.UUID) -> None:
+        self._s.users[user_id].failed_logins = 0
+
+    async def unlock(self, user_id: uuid.UUID) -> None:
+        self._s.users[user_id].failed_logins = 0
+
+    async def set_password(self, user_id: uuid.UUID, password_hash: bytes) -> None:
+        self._s.users[user_id].password_hash = password_hash
+
+    async def set_login(self, user_id: uuid.UUID, login: str, login_canonical: str) -> None:
+        taken = self._by_login(login_canonical)
+        if taken is not None and taken.user.id != user_id:
+            raise LoginTaken()
+        row = self._s.users[user_id]
+        row.user = replace(row.user, login=login, login_canonical=login_canonical)
+
+    async def set_disabled(self, user_id: uuid.UUID, disabled: bool) -> None:
+        row = self._s.users[user_id]
+        row.user = replace(row.user, disabled_at=datetime.now().astimezone() if disabled else None)
+
+
+class FakeSessions:
+    def __init__(self, state: State) -> None:
+        self._s = state
+
+    async def create(
+        self,
+        session_id: uuid.UUID,
+        user_id: uuid.UUID,
+        *,
+        now: datetime,
+        expires_at: datetime,
+        ip: str | None,
+        user_agent: str,
+    ) -> Session:
+        session = Session(session_id, user_id, now, now, expires_at, ip, user_agent)
+        self._s.sessions[session_id] = session
+        return session
+
+    async def get(self, session_id: uuid.UUID) -> Session | None:
+        return self._s.sessions.get(session_id)
+
+    get_for_update = get
+
+    async def touch(self, session_id: uuid.UUID, now: datetime) -> None:
+        self._s.sessions[session_id] = replace(self._s.sessions[session_id], last_used_at=now)
+
+    async def revoke(self, session_id: uuid.UUID, reason: str) -> bool:
+        session = self._s.sessions.get(session_id)
+        if session is None or session.revoked_at is not None:
+            return False
+        self._s.sessions[session_id] = replace(
+            session, revoked_at=datetime.now().astimezone(), revoked_reason=reason
+        )
+        return True
+
+    async def revoke_all_for_user(
+        self, user_id: uuid.UUID, reason: str, *, except_session: uuid.UUID | None = None
+    ) -> int:
+        ids = [s.id for s in self._s.sessions.values() if s.user_id == user_id and s.id != except_session]
+        return sum([await self.revoke(i, reason) for i in ids])
+
+    async def add_refresh_token(self, token_hash: bytes, session_id: uuid.UUID) -> None:
+        self._s.tokens[token_hash] = _TokenRow(session_id)
+
+    async def rotate_refresh_token(self, token_hash: bytes, now: datetime) -> uuid.UUID | None:
+        row = self._s.tokens.get(token_hash)
+        if row is None or row.rotated_at is not None:
+            return None
+        row.rotated_at = now
+        return row.session_id
+
+    async def refresh_token_state(self, token_hash: bytes) -> RefreshTokenState | None:
+        row = self._s.tokens.get(token_hash)
+        return None if row is None else RefreshTokenState(row.session_id, row.rotated_at, row.replaced_by)
+
+    lock_refresh_token = refresh_token_state
+
+    async def set_successor(self, token_hash: bytes, successor_hash: bytes) -> None:
+        self._s.tokens[token_hash].replaced_by = successor_hash
+
+    async def retire_unused_refresh_token(self, token_hash: bytes, now: datetime) -> bool:
+        return await self.rotate_refresh_token(token_hash, now) is not None
+
+    async def list_live_for_user(
+        self,
+        user_id: uuid.UUID,
+        *,
+        now: datetime,
+        idle_ttl: timedelta,
+        limit: int,
+        after: SessionCursor | None = None,
+    ) -> list[Session]:
+        live = [
+            s
+            for s in self._s.sessions.values()
+            if s.user_id == user_id
+            and s.revoked_at is None
+            and s.expires_at > now
+            and s.last_used_at > now - idle_ttl
+            and (after is None or (s.created_at, s.id) < (after.created_at, after.id))
+        ]
+        live.sort(key=lambda s: (s.created_at, s.id), reverse=True)
+        return live[:limit]
+
+
+class FakeHistory:
+    def __init__(self, state: State) -> None:
+        self._s = state
+
+    async def record(
+        self,
+        *,
+        user_id: uuid.UUID | None,
+        outcome: LoginOutcome,
+        ip: str | None,
+        user_agent: str,
+        session_id: uuid.UUID | None = None,
+        at: datetime,
+    ) -> None:
+        event = LoginEvent(at, outcome, ip, user_agent, session_id, len(self._s.history) + 1)
+        self._s.history.append((user_id, event))
+
+    def of(self, user_id: uuid.UUID | None) -> list[LoginEvent]:
+        return [event for owner, event in self._s.history if owner == user_id]
+
+    async def page_for_user(
+        self, user_id: uuid.UUID, *, span: TimeRange, after: HistoryCursor | None, limit: int
+    ) -> list[LoginEvent]:
+        rows = [
+            e
+            for e in self.of(user_id)
+            if (span.start is None or e.login_at >= span.start)
+            and (span.end is None or e.login_at < span.end)
+            and (after is None or (e.login_at, e.id) < (after.login_at, after.id))
+        ]
+        rows.sort(key=lambda e: (e.login_at, e.id), reverse=True)
+        return rows[:limit]
+
+
+class FakeSigningKeys:
+    def __init__(self, state: State) -> None:
+        self._s = state
+
+    async def lock_ring(self) -> None:
+        return None
+
+    async def all(self) -> list[StoredKey]:
+        return list(self._s.keys.values())
+
+    async def published(self, now: datetime) -> list[StoredKey]:
+        return [
+            k
+            for k in self._s.keys.values()
+            if k.state in ("next", "active") or (k.publish_until is not None and k.publish_until > now)
+        ]
+
+    async def insert(
+        self, kid: str, state: str, private_key_encrypted: bytes, public_jwk: dict[str, Any]
+    ) -> None:
+        now = datetime.now().astimezone()
+        self._s.keys[kid] = StoredKey(
+            kid, state, private_key_encrypted, public_jwk, now, now if state == "active" else None, None
+        )
+
+    async def retire_active(self, publish_until: datetime) -> None:
+        for kid, key in list(self._s.keys.items()):
+            if key.state == "active":
+                self._s.keys[kid] = replace(key, state="retired", publish_until=publish_until)
+
+    async def promote_next(self) -> bool:
+        for kid, key in list(self._s.keys.items()):
+            if key.state == "next":
+                self._s.keys[kid] = replace(key, state="active")
+                return True
+        return False
+
+
+class FakeUnitOfWork:
+    def __init__(self, state: State) -> None:
+        self.state = state
+        self.users = FakeUsers(state)
+        self.sessions = FakeSessions(state)
+        self.login_history = FakeHistory(state)
+        self.signing_keys = FakeSigningKeys(state)
+
+
+class FakeDatabase:
+    """Database's interface over one in-memory State."""
+
+    def __init__(self) -> None:
+        self.state = State()
+        self.transactions = 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
+        # Work on a copy; it becomes the state only if the block completes.
+        working = copy.deepcopy(self.state)
+        yield FakeUnitOfWork(working)
+        self.state.__dict__.update(working.__dict__)
+        self.transactions += 1
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[FakeUnitOfWork]:
+        yield FakeUnitOfWork(self.state)
+
+    def history(self, user_id: uuid.UUID | None) -> list[LoginOutcome]:
+        return [e.outcome for e in FakeHistory(self.state).of(user_id)]
+
+    async def ping(self) -> bool:
+        return True
+
+
+class FakeRedis:
+    """RedisStore.hit: fixed windows, on the stepped clock."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        self._clock = clock
+        self._windows: dict[str, tuple[int, float]] = {}
+
+    async def hit(self, key: str, window_seconds: int) -> tuple[int, int]:
+        now = self._clock.monotonic()
+        count, ends = self._windows.get(key, (0, now + window_seconds))
+        if now >= ends:
+            count, ends = 0, now + window_seconds
+        self._windows[key] = (count + 1, ends)
+        return count + 1, max(int(ends - now), 1)
+
+
+class CountingHasher(PasswordHasher):
+    """The real bcrypt hasher, counting the checks it makes (a dummy-hash check counts too)."""
+
+    def __init__(self) -> None:
+        super().__init__(rounds=4, concurrency=2)
+        self.verifications = 0
+
+    async def verify(self, password: str, password_hash: bytes | None) -> bool:
+        self.verifications += 1
+        return await super().verify(password, password_hash)
+
+
+@dataclass
+class FastServices:
+    """The auth use cases over the fakes, on a stepped clock."""
+
+    clock: SteppedClock
+    db: FakeDatabase
+    redis: FakeRedis
+    hasher: CountingHasher
+    policy: Any
+    tokens: Any
+    credentials: Any
+    auth: Any
+    sessions: Any
+    account: Any
+
+
+def fast_services(
+    keys: dict[str, StoredKey], *, max_failed_logins: int = 5, per_account: int = 10, **policy: Any
+) -> FastServices:
+    """Services wired as the composition root wires them, over a fresh in-memory store
+    holding a copy of `keys` (a key ring made once: RSA key generation is slow)."""
+    from identity.security.secretbox import SecretBox
+    from identity.services.account import AccountService
+    from identity.services.auth import AuthService
+    from identity.services.credentials import CredentialCheck
+    from identity.services.keys import KeyService
+    from identity.services.paging import PageTokens
+    from identity.services.sessions import SessionService
+    from identity.services.throttle import LoginThrottle
+    from identity.services.tokens import TokenPolicy, TokenService
+
+    clock = SteppedClock()
+    db = FakeDatabase()
+    db.state.keys = dict(keys)
+    redis = FakeRedis(clock)
+    hasher = CountingHasher()
+    token_policy = TokenPolicy(
+        **{
+            "issuer": "identity",
+            "audiences": ("cinema",),
+            "access_ttl": timedelta(minutes=15),
+            "clock_skew": timedelta(seconds=30),
+            "session_absolute_ttl": timedelta(days=30),
+            "session_idle_ttl": timedelta(days=7),
+            **policy,
+        }
+    )
+    key_service = KeyService(
+        db,  # type: ignore[arg-type]
+        SecretBox(FAST_SECRET, "signing-keys"),
+        clock,
+        refresh_interval=timedelta(minutes=5),
+        retire_grace=timedelta(minutes=20),
+    )
+    tokens = TokenService(db, key_service, token_policy, clock)  # type: ignore[arg-type]
+    throttle = LoginThrottle(redis, per_account=per_account, per_ip=1000, window=timedelta(minutes=15))  # type: ignore[arg-type]
+    credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=max_failed_logins)  # type: ignore[arg-type]
+    return FastServices(
+        clock=clock,
+        db=db,
+        redis=redis,
+        hasher=hasher,
+        policy=token_policy,
+        tokens=tokens,
+        credentials=credentials,
+        auth=AuthService(db, hasher, tokens, credentials, clock),  # type: ignore[arg-type]
+        sessions=SessionService(db, PageTokens(FAST_SECRET), token_policy, clock),  # type: ignore[arg-type]
+        account=AccountService(db, hasher, credentials, token_policy, clock),  # type: ignore[arg-type]
+    )
+
+
+FAST_SECRET = b"fast-tier-secret-key-" + b"k" * 32
+
+
+async def make_key_ring() -> dict[str, StoredKey]:
+    from identity.security.secretbox import SecretBox
+    from identity.services.keys import KeyService
+
+    db = FakeDatabase()
+    ring = KeyService(
+        db,  # type: ignore[arg-type]
+        SecretBox(FAST_SECRET, "signing-keys"),
+        SteppedClock(),
+        refresh_interval=timedelta(minutes=5),
+        retire_grace=timedelta(minutes=20),
+    )
+    await ring.ensure_ring()
+    return db.state.keys
