@@ -4,7 +4,7 @@ The operator is trusted: no permission or escalation checks apply at the command
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -134,7 +134,7 @@ def grant(
     async def action(services: Services) -> None:
         user = await services.user_admin.by_login(login)
         found = await services.roles.find_role(OPERATOR, role)
-        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in) if expires_in is not None else None
+        expires_at = services.clock.now() + timedelta(seconds=expires_in) if expires_in is not None else None
         assigned = await services.roles.assign_role(OPERATOR, str(user.id), str(found.id), expires_at)
         until = assigned.expires_at.isoformat(timespec="seconds") if assigned.expires_at else "never"
         typer.echo(f"granted {found.name} to {user.login} (expires: {until})")
