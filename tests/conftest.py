@@ -3,11 +3,13 @@ in-process server on an ephemeral port; real PostgreSQL and Redis throughout."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
+import redis
 
 from identity.config import Settings
 from identity.container import Services, build_services
@@ -16,7 +18,8 @@ from identity.logging import configure_logging
 from identity.server import RunningServer, start_server
 from identity.store.migrate import upgrade
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2_grpc
-from tests.support import STRONG_PASSWORD, bearer, fresh_database, new_login, test_settings
+from tests.private_redis import private_redis
+from tests.support import REDIS_URL, STRONG_PASSWORD, bearer, fresh_database, new_login, test_settings
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +33,28 @@ def database_url() -> Iterator[str]:
 def settings(database_url: str) -> Settings:
     configure_logging("warning", "console")
     return test_settings(database_url)
+
+
+@pytest.fixture(scope="session")
+def private_redis_url() -> Iterator[str]:
+    """A Redis of the suite's own: the one a test may flush."""
+    with private_redis() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_redis_is_left_alone() -> Iterator[None]:
+    """The suite runs against a Redis that may hold other data (a developer's `make run`
+    stack): a key outside the suite's prefix is still there, unchanged, at the end."""
+    client = redis.Redis.from_url(REDIS_URL)
+    key, value = f"identity-suite-sentinel:{secrets.token_hex(6)}", secrets.token_hex(8)
+    client.set(key, value, ex=3600)
+    try:
+        yield
+        assert client.get(key) == value.encode(), "the suite lost data of the Redis it was given"
+    finally:
+        client.delete(key)
+        client.close()
 
 
 @pytest.fixture(scope="session")

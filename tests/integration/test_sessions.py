@@ -11,6 +11,7 @@ import pytest
 
 from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import Account, register_and_login
+from tests.integration.harness import server_with
 from tests.support import failure
 
 
@@ -183,7 +184,12 @@ async def test_logout_others_leaves_other_users_alone(auth, account):
     ).valid
 
 
-async def test_revocations_survive_a_redis_flushall(auth, account, services):
+async def test_revocations_survive_a_redis_flushall(database_url, private_redis_url):
+    async with server_with(database_url, redis_url=private_redis_url) as (auth, running):
+        await _revocations_survive_a_redis_flushall(auth, await register_and_login(auth), running.services)
+
+
+async def _revocations_survive_a_redis_flushall(auth, account, services):
     revoked_one = await _login_again(auth, account)
     logged_out_other = await _login_again(auth, account)
     await auth.RevokeSession(

@@ -6,6 +6,7 @@ import uuid
 
 from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import register_and_login
+from tests.integration.harness import server_with
 from tests.rbac_support import identity_cli as run_cli
 
 
@@ -37,13 +38,18 @@ async def test_sessions_revoke_one_by_id(auth, database_url):
     assert await _valid(auth, account.access_token)
 
 
-async def test_sessions_revoke_all(auth, database_url, services):
+async def test_sessions_revoke_all(database_url, private_redis_url):
+    async with server_with(database_url, redis_url=private_redis_url) as (auth, running):
+        await _revoke_all_survives_losing_redis(auth, database_url, running.services)
+
+
+async def _revoke_all_survives_losing_redis(auth, database_url, services):
     account = await register_and_login(auth)
     second = await auth.Login(auth_pb2.LoginRequest(login=account.login, password=account.password))
     result = await run_cli(database_url, "sessions", "revoke", "--login", account.login, "--all")
     assert result.exit_code == 0, result.output
     assert "revoked 2 session(s)" in result.output
-    await services.redis.client.flushall()
+    await services.redis.client.flushall()  # the server's own, private Redis
     for token in (account.access_token, second.access_token):
         validated = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
         assert validated.reason == errors_pb2.ERROR_REASON_SESSION_REVOKED

@@ -70,14 +70,14 @@ async def test_twenty_concurrent_refreshes_one_success_at_most_one_live_token(au
     assert await _live_refresh_tokens(services, account.session_id) <= 1
 
 
-async def test_reuse_detection_survives_restart_and_redis_flushall(database_url):
-    async with server_with(database_url) as (auth, _):
+async def test_reuse_detection_survives_restart_and_redis_flushall(database_url, private_redis_url):
+    async with server_with(database_url, redis_url=private_redis_url) as (auth, _):
         account = await register_and_login(auth)
         rotated = await _refresh(auth, account.refresh_token)
-    async with server_with(database_url) as (auth, running):
+    async with server_with(database_url, redis_url=private_redis_url) as (auth, running):
         await running.services.redis.client.flushall()
         assert await _refresh_fails(auth, account.refresh_token) == "REFRESH_TOKEN_REUSED"
-    async with server_with(database_url) as (auth, running):
+    async with server_with(database_url, redis_url=private_redis_url) as (auth, running):
         await running.services.redis.client.flushall()
         assert await _refresh_fails(auth, rotated.refresh_token) == "SESSION_REVOKED"
         validated = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=rotated.access_token))

@@ -58,8 +58,8 @@ async def test_per_address_limit_spans_accounts_and_ignores_spoofed_headers(data
         assert outcomes == Counter({"INVALID_CREDENTIALS": 4, "RATE_LIMITED": 4})
 
 
-async def test_consecutive_failures_lock_the_account_durably(database_url):
-    async with server_with(database_url, max_failed_logins=5) as (stub, running):
+async def test_consecutive_failures_lock_the_account_durably(database_url, private_redis_url):
+    async with server_with(database_url, redis_url=private_redis_url, max_failed_logins=5) as (stub, running):
         login = new_login()
         registered = await stub.Register(auth_pb2.RegisterRequest(login=login, password=STRONG_PASSWORD))
         outcomes = await _attempts(stub, login, "wrong guess here", 20)

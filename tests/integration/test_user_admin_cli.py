@@ -8,11 +8,17 @@ import pytest
 
 from identity.v1 import auth_pb2, errors_pb2, rbac_pb2
 from tests.conftest import register_and_login
+from tests.integration.harness import server_with
 from tests.rbac_support import identity_cli
 from tests.support import bearer, failure
 
 
-async def test_disable_ends_sessions_refuses_login_and_enable_restores(auth, rbac, database_url, services):
+async def test_disable_ends_sessions_refuses_login_and_enable_restores(rbac, database_url, private_redis_url):
+    async with server_with(database_url, redis_url=private_redis_url) as (auth, running):
+        await _disable_and_enable(auth, rbac, database_url, running.services)
+
+
+async def _disable_and_enable(auth, rbac, database_url, services):
     account = await register_and_login(auth)
     second = await auth.Login(auth_pb2.LoginRequest(login=account.login, password=account.password))
 
@@ -20,7 +26,7 @@ async def test_disable_ends_sessions_refuses_login_and_enable_restores(auth, rba
     assert result.exit_code == 0, result.output
     assert "2 session(s) ended" in result.output
 
-    await services.redis.client.flushall()  # the record is PostgreSQL, not Redis
+    await services.redis.client.flushall()  # the server's own Redis: the record is PostgreSQL
     for token in (account.access_token, second.access_token):
         checked = await auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=token))
         assert not checked.valid and checked.reason == errors_pb2.ERROR_REASON_SESSION_REVOKED

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import re
 import shutil
 import subprocess
 import sys
@@ -78,3 +79,15 @@ def _env(buf: str) -> dict[str, str]:
     import os
 
     return {**os.environ, "BUF": buf, "PYTHON": sys.executable}
+
+
+def test_tests_flush_only_a_redis_they_started() -> None:
+    """FLUSHALL/FLUSHDB is only ever sent to the suite's private Redis (tests/private_redis.py):
+    the Redis the suite is given may hold a developer's stack or anyone's data."""
+    offenders = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        text = path.read_text()
+        flushes = len(re.findall(r"\.flush(?:all|db)\(", text, re.IGNORECASE))
+        if flushes and "private_redis_url" not in text:
+            offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
