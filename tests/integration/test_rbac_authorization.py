@@ -163,6 +163,29 @@ async def test_update_role_cannot_add_what_the_caller_lacks_nor_touch_a_stronger
     assert changed.role.description == "fine"
 
 
+async def test_update_role_cannot_shrink_a_stronger_role_to_what_the_caller_holds(
+    rbac, services, delegate
+) -> None:
+    """Stripping a stronger role down (to take other admins' powers away) is escalation
+    too: the role before the change is checked, not only the role after it."""
+    account, held = delegate
+    other = new_permission("other")
+    stronger = await make_role(services, held, other)
+    shrink = rbac.UpdateRole(
+        rbac_pb2.UpdateRoleRequest(
+            role_id=str(stronger.id),
+            role=rbac_pb2.Role(permissions=[held]),
+            update_mask=field_mask_pb2.FieldMask(paths=["permissions"]),
+        ),
+        metadata=account.metadata,
+    )
+    assert await _fails(shrink) == (grpc.StatusCode.PERMISSION_DENIED, "ESCALATION_DENIED")
+    unchanged = await rbac.GetRole(
+        rbac_pb2.GetRoleRequest(role_id=str(stronger.id)), metadata=account.metadata
+    )
+    assert sorted(unchanged.role.permissions) == sorted([held, other])
+
+
 async def test_assign_a_role_carrying_what_the_caller_lacks_is_escalation(
     rbac, services, auth, delegate
 ) -> None:
