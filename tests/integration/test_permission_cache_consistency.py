@@ -65,9 +65,7 @@ class _DeafChannel:
 
 
 @asynccontextmanager
-async def _cache(
-    services: Any, settings: Any, channel: Any, db: Any = None
-) -> AsyncIterator[PermissionCache]:
+async def _cache(services: Any, channel: Any, db: Any = None) -> AsyncIterator[PermissionCache]:
     sync = RbacSync(services.db, channel, SystemClock(), lease_ttl=LEASE)
     cache = PermissionCache(db or services.db, sync, SystemClock(), max_users=100)
     await sync.start()
