@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
+from identity.domain.mfa import MfaPolicy
+
 
 class Secret:
     """A string that never shows itself in a repr, a log line or a traceback."""
@@ -112,6 +114,29 @@ class Settings:
     login_window: timedelta = field(
         default=timedelta(minutes=1), metadata=_env("IDENTITY_LOGIN_WINDOW_SECONDS")
     )
+    # TOTP: the issuer authenticator apps show; previous steps still accepted (0 or 1);
+    # how long a setup stays pending before it must start over.
+    totp_issuer: str = field(default="identity", metadata=_env("IDENTITY_TOTP_ISSUER"))
+    totp_skew_steps: int = field(default=1, metadata=_env("IDENTITY_TOTP_SKEW_STEPS"))
+    totp_setup_ttl: timedelta = field(
+        default=timedelta(minutes=10), metadata=_env("IDENTITY_TOTP_SETUP_TTL_SECONDS")
+    )
+    # Between password and code: the ticket's lifetime and its wrong codes.
+    mfa_ticket_ttl: timedelta = field(
+        default=timedelta(minutes=5), metadata=_env("IDENTITY_MFA_TICKET_TTL_SECONDS")
+    )
+    mfa_ticket_max_failures: int = field(default=5, metadata=_env("IDENTITY_MFA_TICKET_MAX_FAILURES"))
+    # Wrong second-factor codes per account per window, across every ticket and process.
+    mfa_failures_per_window: int = field(default=10, metadata=_env("IDENTITY_MFA_FAILURES_PER_WINDOW"))
+    mfa_failure_window: timedelta = field(
+        default=timedelta(minutes=15), metadata=_env("IDENTITY_MFA_FAILURE_WINDOW_SECONDS")
+    )
+    # Consecutive wrong codes that lock the second factor; it opens again with a correct
+    # password login once the wait is over, or `identity users mfa-reset`.
+    mfa_lock_threshold: int = field(default=20, metadata=_env("IDENTITY_MFA_LOCK_THRESHOLD"))
+    mfa_lock_wait: timedelta = field(
+        default=timedelta(hours=1), metadata=_env("IDENTITY_MFA_LOCK_WAIT_SECONDS")
+    )
     # x-forwarded-for hops to trust (1 behind one Envoy); 0 means use the TCP peer only.
     trusted_proxy_hops: int = field(default=0, metadata=_env("IDENTITY_TRUSTED_PROXY_HOPS"))
 
@@ -155,6 +180,21 @@ class Settings:
                     raise ValueError(f"{name}: {exc}") from None
         values.update(overrides)
         return cls(**values)
+
+    def mfa_policy(self) -> MfaPolicy:
+        if self.totp_skew_steps not in (0, 1):
+            raise ValueError("IDENTITY_TOTP_SKEW_STEPS must be 0 or 1")
+        return MfaPolicy(
+            issuer=self.totp_issuer,
+            skew_steps=self.totp_skew_steps,
+            setup_ttl=self.totp_setup_ttl,
+            ticket_ttl=self.mfa_ticket_ttl,
+            ticket_max_failures=self.mfa_ticket_max_failures,
+            failures_per_window=self.mfa_failures_per_window,
+            failure_window=self.mfa_failure_window,
+            lock_threshold=self.mfa_lock_threshold,
+            lock_wait=self.mfa_lock_wait,
+        )
 
     def require_secret_key(self) -> bytes:
         if len(self.secret_key.reveal()) < 32:

@@ -24,6 +24,10 @@ class LoginOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LOGIN_OUTCOME_REFRESH_REUSE: _ClassVar[LoginOutcome]
     LOGIN_OUTCOME_THROTTLED: _ClassVar[LoginOutcome]
     LOGIN_OUTCOME_ACCOUNT_DISABLED: _ClassVar[LoginOutcome]
+    LOGIN_OUTCOME_MFA_LOCKED: _ClassVar[LoginOutcome]
+    LOGIN_OUTCOME_MFA_ENABLED: _ClassVar[LoginOutcome]
+    LOGIN_OUTCOME_MFA_DISABLED: _ClassVar[LoginOutcome]
+    LOGIN_OUTCOME_MFA_RESET: _ClassVar[LoginOutcome]
 LOGIN_OUTCOME_UNSPECIFIED: LoginOutcome
 LOGIN_OUTCOME_SUCCESS: LoginOutcome
 LOGIN_OUTCOME_BAD_CREDENTIALS: LoginOutcome
@@ -34,6 +38,10 @@ LOGIN_OUTCOME_LOCKED_OUT: LoginOutcome
 LOGIN_OUTCOME_REFRESH_REUSE: LoginOutcome
 LOGIN_OUTCOME_THROTTLED: LoginOutcome
 LOGIN_OUTCOME_ACCOUNT_DISABLED: LoginOutcome
+LOGIN_OUTCOME_MFA_LOCKED: LoginOutcome
+LOGIN_OUTCOME_MFA_ENABLED: LoginOutcome
+LOGIN_OUTCOME_MFA_DISABLED: LoginOutcome
+LOGIN_OUTCOME_MFA_RESET: LoginOutcome
 
 class User(_message.Message):
     __slots__ = ("id", "login", "email", "create_time", "mfa_enabled")
@@ -108,7 +116,7 @@ class VerifyMfaRequest(_message.Message):
     def __init__(self, mfa_ticket: _Optional[str] = ..., code: _Optional[str] = ..., recovery_code: _Optional[str] = ...) -> None: ...
 
 class VerifyMfaResponse(_message.Message):
-    __slots__ = ("access_token", "refresh_token", "token_type", "access_token_expire_time", "expires_in", "session_id", "user_id")
+    __slots__ = ("access_token", "refresh_token", "token_type", "access_token_expire_time", "expires_in", "session_id", "user_id", "recovery_codes_remaining")
     ACCESS_TOKEN_FIELD_NUMBER: _ClassVar[int]
     REFRESH_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +124,7 @@ class VerifyMfaResponse(_message.Message):
     EXPIRES_IN_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_CODES_REMAINING_FIELD_NUMBER: _ClassVar[int]
     access_token: str
     refresh_token: str
     token_type: str
@@ -123,7 +132,8 @@ class VerifyMfaResponse(_message.Message):
     expires_in: int
     session_id: str
     user_id: str
-    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., token_type: _Optional[str] = ..., access_token_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_in: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+    recovery_codes_remaining: int
+    def __init__(self, access_token: _Optional[str] = ..., refresh_token: _Optional[str] = ..., token_type: _Optional[str] = ..., access_token_expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., expires_in: _Optional[int] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., recovery_codes_remaining: _Optional[int] = ...) -> None: ...
 
 class RefreshRequest(_message.Message):
     __slots__ = ("refresh_token",)
@@ -282,12 +292,16 @@ class SetupTotpRequest(_message.Message):
     def __init__(self, password: _Optional[str] = ...) -> None: ...
 
 class SetupTotpResponse(_message.Message):
-    __slots__ = ("secret", "provisioning_uri")
+    __slots__ = ("secret", "provisioning_uri", "qr_code_svg", "expire_time")
     SECRET_FIELD_NUMBER: _ClassVar[int]
     PROVISIONING_URI_FIELD_NUMBER: _ClassVar[int]
+    QR_CODE_SVG_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_TIME_FIELD_NUMBER: _ClassVar[int]
     secret: str
     provisioning_uri: str
-    def __init__(self, secret: _Optional[str] = ..., provisioning_uri: _Optional[str] = ...) -> None: ...
+    qr_code_svg: str
+    expire_time: _timestamp_pb2.Timestamp
+    def __init__(self, secret: _Optional[str] = ..., provisioning_uri: _Optional[str] = ..., qr_code_svg: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ConfirmTotpRequest(_message.Message):
     __slots__ = ("code",)
@@ -360,7 +374,7 @@ class ValidateTokenRequest(_message.Message):
     def __init__(self, access_token: _Optional[str] = ...) -> None: ...
 
 class TokenClaims(_message.Message):
-    __slots__ = ("iss", "sub", "aud", "iat", "exp", "jti", "sid")
+    __slots__ = ("iss", "sub", "aud", "iat", "exp", "jti", "sid", "amr", "auth_time")
     ISS_FIELD_NUMBER: _ClassVar[int]
     SUB_FIELD_NUMBER: _ClassVar[int]
     AUD_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +382,8 @@ class TokenClaims(_message.Message):
     EXP_FIELD_NUMBER: _ClassVar[int]
     JTI_FIELD_NUMBER: _ClassVar[int]
     SID_FIELD_NUMBER: _ClassVar[int]
+    AMR_FIELD_NUMBER: _ClassVar[int]
+    AUTH_TIME_FIELD_NUMBER: _ClassVar[int]
     iss: str
     sub: str
     aud: _containers.RepeatedScalarFieldContainer[str]
@@ -375,7 +391,9 @@ class TokenClaims(_message.Message):
     exp: _timestamp_pb2.Timestamp
     jti: str
     sid: str
-    def __init__(self, iss: _Optional[str] = ..., sub: _Optional[str] = ..., aud: _Optional[_Iterable[str]] = ..., iat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jti: _Optional[str] = ..., sid: _Optional[str] = ...) -> None: ...
+    amr: _containers.RepeatedScalarFieldContainer[str]
+    auth_time: _timestamp_pb2.Timestamp
+    def __init__(self, iss: _Optional[str] = ..., sub: _Optional[str] = ..., aud: _Optional[_Iterable[str]] = ..., iat: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., jti: _Optional[str] = ..., sid: _Optional[str] = ..., amr: _Optional[_Iterable[str]] = ..., auth_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ValidateTokenResponse(_message.Message):
     __slots__ = ("valid", "reason", "claims")

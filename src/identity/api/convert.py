@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from identity.domain.errors import InvalidArgument
+from identity.domain.mfa import MfaChallenge, TotpEnrolment
 from identity.domain.models import IssuedTokens, LoginEvent, LoginOutcome, User
 from identity.security.jwt_codec import AccessClaims
 from identity.services.sessions import ListedSession
@@ -49,6 +50,24 @@ def token_fields(tokens: IssuedTokens) -> dict[str, object]:
     }
 
 
+def login_response(value: IssuedTokens | MfaChallenge) -> auth_pb2.LoginResponse:
+    """Tokens, or for an account with a second factor only the ticket for VerifyMfa."""
+    if isinstance(value, MfaChallenge):
+        return auth_pb2.LoginResponse(
+            mfa_required=True, mfa_ticket=value.ticket, mfa_ticket_expire_time=timestamp(value.expires_at)
+        )
+    return auth_pb2.LoginResponse(**token_fields(value))
+
+
+def totp_enrolment(value: TotpEnrolment) -> auth_pb2.SetupTotpResponse:
+    return auth_pb2.SetupTotpResponse(
+        secret=value.secret,
+        provisioning_uri=value.provisioning_uri,
+        qr_code_svg=value.qr_code_svg,
+        expire_time=timestamp(value.expires_at),
+    )
+
+
 def claims(value: AccessClaims) -> auth_pb2.TokenClaims:
     return auth_pb2.TokenClaims(
         iss=value.issuer,
@@ -58,6 +77,8 @@ def claims(value: AccessClaims) -> auth_pb2.TokenClaims:
         exp=timestamp(value.expires_at),
         jti=value.token_id,
         sid=str(value.session_id),
+        amr=list(value.amr),
+        auth_time=timestamp(value.auth_time),
     )
 
 

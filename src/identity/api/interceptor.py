@@ -14,7 +14,7 @@ from typing import Any, cast
 import grpc
 import structlog
 
-from identity.api.errors import domain_status, internal_status
+from identity.api.errors import domain_status, internal_status, unimplemented_status
 from identity.domain.errors import BackendUnavailable, DomainError
 
 log = structlog.get_logger("identity.rpc")
@@ -60,6 +60,10 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
             await context.abort_with_status(domain_status(error))
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
+        except NotImplementedError:
+            # The generated base class of a method this server does not implement.
+            outcome = "UNIMPLEMENTED"
+            await context.abort_with_status(unimplemented_status())
         except Exception as exc:  # the generic edge: nothing of it reaches the client
             outcome = "INTERNAL"
             log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
