@@ -18,6 +18,10 @@ from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import register_and_login
 from tests.support import failure
 
+# A peer allows the usual clock skew; the suite's server clock runs a few seconds ahead
+# of the real one once tests have stepped it.
+PEER_LEEWAY = 30
+
 
 def _b64(data: dict | bytes) -> str:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()
@@ -46,7 +50,12 @@ async def test_peer_verifies_with_jwks_only(auth, account):
     header = jwt.get_unverified_header(account.access_token)
     assert header["alg"] == "RS256" and header["typ"] == "at+jwt"
     claims = jwt.decode(
-        account.access_token, keys[header["kid"]], algorithms=["RS256"], audience="cinema", issuer="identity"
+        account.access_token,
+        keys[header["kid"]],
+        algorithms=["RS256"],
+        audience="cinema",
+        issuer="identity",
+        leeway=PEER_LEEWAY,
     )
     assert claims["sub"] == account.user_id
     assert claims["sid"] == account.session_id
@@ -184,4 +193,4 @@ async def test_rotation_keeps_outstanding_tokens_valid(auth, services, server):
     keys = await _jwks_client_keys(auth)
     for token in (before.access_token, after.access_token):
         kid = jwt.get_unverified_header(token)["kid"]
-        jwt.decode(token, keys[kid], algorithms=["RS256"], audience="cinema")
+        jwt.decode(token, keys[kid], algorithms=["RS256"], audience="cinema", leeway=PEER_LEEWAY)
