@@ -15,6 +15,7 @@ from identity.v1 import auth_pb2
 from tests.conftest import register_and_login
 from tests.integration.harness import server_with
 from tests.mfa_support import STEP, advance, code_at, enrol, outcomes, ticket, verify, wrong_code
+from tests.rbac_support import identity_cli
 from tests.support import bearer, failure
 
 
@@ -273,3 +274,29 @@ def test_wrong_code_helper_avoids_nearby_steps():
     secret = "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP"
     now = datetime.now(UTC)
     assert wrong_code(secret, now) not in {code_at(secret, now + k * STEP) for k in range(-3, 4)}
+
+
+async def test_a_ticket_dies_with_a_password_change_or_a_disabled_account(mfa_auth, mfa_clock, database_url):
+    enrolled = await enrol(mfa_auth, mfa_clock)
+    account = enrolled.account
+    stolen = await ticket(mfa_auth, account)
+    await mfa_auth.ChangePassword(
+        auth_pb2.ChangePasswordRequest(
+            current_password=account.password, new_password="a brand new passphrase"
+        ),
+        metadata=account.metadata,
+    )
+    code = code_at(enrolled.secret, mfa_clock.now())
+    assert await _reason(mfa_auth.VerifyMfa(verify(stolen, code))) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "MFA_TICKET_INVALID",
+    )
+
+    account.password = "a brand new passphrase"
+    pending = await ticket(mfa_auth, account)
+    result = await identity_cli(database_url, "users", "disable", "--login", account.login)
+    assert result.exit_code == 0, result.output
+    assert await _reason(mfa_auth.VerifyMfa(verify(pending, code))) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ACCOUNT_DISABLED",
+    )

@@ -16,6 +16,7 @@ import structlog
 
 from identity.domain.clock import Clock
 from identity.domain.errors import (
+    AccountDisabled,
     DomainError,
     MfaCodeInvalid,
     MfaCodeReused,
@@ -131,6 +132,10 @@ class MfaLogin:
     ) -> MfaVerified:
         if not await uow.mfa_tickets.use(digest, now):
             raise _Lost(MfaTicketInvalid(), counts_as_failure=False)
+        user = await uow.users.get(ticket.user_id)
+        if user is None or user.disabled_at is not None:
+            # Disabled after the password was checked: the ticket dies with the account's sessions.
+            raise _Lost(AccountDisabled(), counts_as_failure=False)
         if not await self._check.consume(uow, ticket.user_id, match, now):
             if match.kind is ProofKind.TOTP:
                 raise _Lost(MfaCodeReused(), counts_as_failure=True)
