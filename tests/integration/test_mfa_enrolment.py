@@ -14,7 +14,7 @@ import pytest
 
 from identity.v1 import auth_pb2
 from tests.conftest import register_and_login
-from tests.mfa_support import STEP, advance, code_at, enrol
+from tests.mfa_support import STEP, advance, code_at, enrol, wrong_code
 from tests.support import failure
 
 
@@ -165,3 +165,20 @@ async def test_confirm_enables_returns_recovery_codes_once_and_ends_other_sessio
             metadata=account.metadata,
         )
     assert failure(err.value).reason == "MFA_ALREADY_ENABLED"
+
+
+async def test_a_pending_setup_takes_five_wrong_codes_then_starts_over(mfa_auth, mfa_clock):
+    account = await register_and_login(mfa_auth)
+    setup = await _setup(mfa_auth, account)
+    wrong = wrong_code(setup.secret, mfa_clock.now())
+    for _ in range(5):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await mfa_auth.ConfirmTotp(auth_pb2.ConfirmTotpRequest(code=wrong), metadata=account.metadata)
+        assert failure(err.value).reason == "MFA_CODE_INVALID"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await mfa_auth.ConfirmTotp(
+            auth_pb2.ConfirmTotpRequest(code=code_at(setup.secret, mfa_clock.now())),
+            metadata=account.metadata,
+        )
+    assert failure(err.value).reason == "MFA_NOT_PENDING"
+    await enrol(mfa_auth, mfa_clock, account)

@@ -172,7 +172,7 @@ class MfaNotEnabled(FailedPrecondition):
 
 class MfaNotPending(FailedPrecondition):
     reason = Reason.MFA_NOT_PENDING
-    message = "no TOTP setup is pending (or it expired); call SetupTotp first"
+    message = "no TOTP setup is pending (none, expired, or too many wrong codes); call SetupTotp"
 
 
 # -- not found ------------------------------------------------------------------------------

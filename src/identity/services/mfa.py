@@ -102,11 +102,16 @@ class MfaService:
         """Activates the pending secret with a first valid code; the recovery codes, once."""
         proof = totp_code(code)
         now = self._clock.now()
-        async with self._db.reader() as uow:
-            factor = await uow.totp.get(principal.user_id)
-        if factor is not None and factor.enabled:
-            raise MfaAlreadyEnabled()
-        if factor is None or factor.setup_expires_at is None or factor.setup_expires_at <= now:
+        # A pending secret takes as many wrong codes as a ticket; then setup starts over.
+        async with self._db.transaction() as uow:
+            factor = await uow.totp.reserve_confirm_attempt(
+                principal.user_id, now=now, max_failures=self._check.policy.ticket_max_failures
+            )
+        if factor is None:
+            async with self._db.reader() as uow:
+                current = await uow.totp.get(principal.user_id)
+            if current is not None and current.enabled:
+                raise MfaAlreadyEnabled()
             raise MfaNotPending()
         step = totp.matching_step(
             self._check.secret_of(factor), proof.value, time_step(now), self._check.policy.skew_steps

@@ -55,13 +55,31 @@ class TotpFactorRepository:
             VALUES (%s, %s, %s, %s)
             ON CONFLICT (user_id) DO UPDATE
                SET secret_encrypted = EXCLUDED.secret_encrypted, created_at = EXCLUDED.created_at,
-                   setup_expires_at = EXCLUDED.setup_expires_at, last_used_step = 0
+                   setup_expires_at = EXCLUDED.setup_expires_at, last_used_step = 0,
+                   consecutive_failures = 0
              WHERE totp_factors.confirmed_at IS NULL
             RETURNING user_id
             """,
             (user_id, secret_encrypted, now, expires_at),
         )
         return await cur.fetchone() is not None
+
+    async def reserve_confirm_attempt(
+        self, user_id: UUID, *, now: datetime, max_failures: int
+    ) -> TotpFactor | None:
+        """Counts one wrong code on a pending setup before the code is checked (confirm()
+        gives it back). None when nothing is pending, it expired, or it took its wrong codes."""
+        cur = await self._conn.execute(
+            """
+            UPDATE totp_factors SET consecutive_failures = consecutive_failures + 1
+             WHERE user_id = %s AND confirmed_at IS NULL AND setup_expires_at > %s
+               AND consecutive_failures < %s
+            RETURNING *
+            """,
+            (user_id, now, max_failures),
+        )
+        row = await cur.fetchone()
+        return None if row is None else _factor(row)
 
     async def confirm(self, user_id: UUID, step: int, now: datetime) -> bool:
         """Activates a pending, unexpired secret with its first accepted step."""
