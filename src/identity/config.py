@@ -9,8 +9,6 @@ from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
 
-from identity.domain.mfa import MfaPolicy
-
 
 class Secret:
     """A string that never shows itself in a repr, a log line or a traceback."""
@@ -180,21 +178,6 @@ class Settings:
                     raise ValueError(f"{name}: {exc}") from None
         values.update(overrides)
         return cls(**values)
-
-    def mfa_policy(self) -> MfaPolicy:
-        if self.totp_skew_steps not in (0, 1):
-            raise ValueError("IDENTITY_TOTP_SKEW_STEPS must be 0 or 1")
-        return MfaPolicy(
-            issuer=self.totp_issuer,
-            skew_steps=self.totp_skew_steps,
-            setup_ttl=self.totp_setup_ttl,
-            ticket_ttl=self.mfa_ticket_ttl,
-            ticket_max_failures=self.mfa_ticket_max_failures,
-            failures_per_window=self.mfa_failures_per_window,
-            failure_window=self.mfa_failure_window,
-            lock_threshold=self.mfa_lock_threshold,
-            lock_wait=self.mfa_lock_wait,
-        )
 
     def require_secret_key(self) -> bytes:
         if len(self.secret_key.reveal()) < 32:

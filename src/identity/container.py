@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from identity.config import Settings
 from identity.domain.clock import Clock, SystemClock
+from identity.domain.mfa import MfaPolicy
 from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
 from identity.security.totp import RecoveryCodeHasher
@@ -66,11 +67,27 @@ class Services:
         self.hasher.close()
 
 
+def _mfa_policy(settings: Settings) -> MfaPolicy:
+    if settings.totp_skew_steps not in (0, 1):
+        raise ValueError("IDENTITY_TOTP_SKEW_STEPS must be 0 or 1")
+    return MfaPolicy(
+        issuer=settings.totp_issuer,
+        skew_steps=settings.totp_skew_steps,
+        setup_ttl=settings.totp_setup_ttl,
+        ticket_ttl=settings.mfa_ticket_ttl,
+        ticket_max_failures=settings.mfa_ticket_max_failures,
+        failures_per_window=settings.mfa_failures_per_window,
+        failure_window=settings.mfa_failure_window,
+        lock_threshold=settings.mfa_lock_threshold,
+        lock_wait=settings.mfa_lock_wait,
+    )
+
+
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     """Everything, from settings; `clock` is the real time unless a test passes its own."""
     clock = clock or SystemClock()
     master_key = settings.require_secret_key()
-    mfa_policy = settings.mfa_policy()
+    mfa_policy = _mfa_policy(settings)
     db = Database(
         settings.database_url,
         min_size=settings.db_pool_min,
