@@ -154,6 +154,13 @@ async def test_confirm_enables_returns_recovery_codes_once_and_ends_other_sessio
     kept = await mfa_auth.ValidateToken(auth_pb2.ValidateTokenRequest(access_token=account.access_token))
     assert kept.valid
 
+    # What shows a user shows the second factor.
+    renamed = await mfa_auth.ChangeLogin(
+        auth_pb2.ChangeLoginRequest(new_login=account.login + "-x", password=account.password),
+        metadata=account.metadata,
+    )
+    assert renamed.user.mfa_enabled
+
     # Active: setup and confirm again are refused with a reason.
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await _setup(mfa_auth, account)
