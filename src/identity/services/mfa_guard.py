@@ -104,8 +104,9 @@ class SecondFactorCheck:
         if current.locked_at is not None or current.consecutive_failures >= policy.lock_threshold:
             locked_at = current.locked_at or now
             raise MfaLocked(_seconds_until(locked_at + policy.lock_wait, now))
-        assert current.window_started_at is not None
-        raise MfaTooManyAttempts(_seconds_until(current.window_started_at + policy.failure_window, now))
+        # The window is full (or was reset by an unlock a moment ago: then try again at once).
+        window_end = (current.window_started_at or now) + policy.failure_window
+        raise MfaTooManyAttempts(_seconds_until(window_end, now) if current.window_started_at else 1)
 
     def match(self, factor: TotpFactor, proof: Proof, now: datetime) -> Match | None:
         if proof.kind is ProofKind.RECOVERY_CODE:
