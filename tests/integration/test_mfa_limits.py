@@ -55,7 +55,7 @@ async def test_fifty_parallel_tickets_get_no_more_than_the_per_account_limit(mfa
 
 
 async def test_consecutive_wrong_codes_lock_the_second_factor_until_a_password_login_after_the_wait(
-    mfa_auth, mfa_clock, services
+    mfa_auth, mfa_clock, services, database_url
 ):
     enrolled = await enrol(mfa_auth, mfa_clock)
     account = enrolled.account
@@ -67,10 +67,12 @@ async def test_consecutive_wrong_codes_lock_the_second_factor_until_a_password_l
         advance(mfa_clock, WINDOW)
     assert "MFA_LOCKED" in await _history(services, account.user_id)
 
-    # Locked: a correct password gets no ticket, and the lock outlives any window.
+    # Locked: a correct password gets no ticket, and the lock outlives any window and
+    # the process (another server, with nothing in memory, sees it).
     advance(mfa_clock, timedelta(minutes=30))
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await mfa_auth.Login(auth_pb2.LoginRequest(login=account.login, password=account.password))
+    async with server_with(database_url, clock=mfa_clock) as (other, _):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await other.Login(auth_pb2.LoginRequest(login=account.login, password=account.password))
     got = failure(err.value)
     assert (got.code, got.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "MFA_LOCKED")
     assert 0 < got.retry_seconds <= 3600
