@@ -45,6 +45,7 @@ class State:
     # (owner, event): the events are records without a user id.
     history: list[tuple[uuid.UUID | None, LoginEvent]] = field(default_factory=list)
     keys: dict[str, StoredKey] = field(default_factory=dict)
+    tickets_deleted_for: list[uuid.UUID] = field(default_factory=list)
 
 
 class FakeUsers:
@@ -118,8 +119,12 @@ class FakeSessions:
         expires_at: datetime,
         ip: str | None,
         user_agent: str,
+        amr: tuple[str, ...] = ("pwd",),
+        auth_time: datetime | None = None,
     ) -> Session:
-        session = Session(session_id, user_id, now, now, expires_at, ip, user_agent)
+        session = Session(
+            session_id, user_id, now, now, expires_at, ip, user_agent, amr=amr, auth_time=auth_time or now
+        )
         self._s.sessions[session_id] = session
         return session
 
@@ -262,6 +267,16 @@ class FakeSigningKeys:
         return False
 
 
+class FakeMfaTickets:
+    """Only what the password-based use cases touch: no MFA flow runs on the fakes."""
+
+    def __init__(self, state: State) -> None:
+        self._s = state
+
+    async def delete_for_user(self, user_id: uuid.UUID) -> None:
+        self._s.tickets_deleted_for.append(user_id)
+
+
 class FakeUnitOfWork:
     def __init__(self, state: State) -> None:
         self.state = state
@@ -269,6 +284,7 @@ class FakeUnitOfWork:
         self.sessions = FakeSessions(state)
         self.login_history = FakeHistory(state)
         self.signing_keys = FakeSigningKeys(state)
+        self.mfa_tickets = FakeMfaTickets(state)
 
 
 class FakeDatabase:

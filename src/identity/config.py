@@ -112,6 +112,29 @@ class Settings:
     login_window: timedelta = field(
         default=timedelta(minutes=1), metadata=_env("IDENTITY_LOGIN_WINDOW_SECONDS")
     )
+    # TOTP: the issuer authenticator apps show; previous steps still accepted (0 or 1);
+    # how long a setup stays pending before it must start over.
+    totp_issuer: str = field(default="identity", metadata=_env("IDENTITY_TOTP_ISSUER"))
+    totp_skew_steps: int = field(default=1, metadata=_env("IDENTITY_TOTP_SKEW_STEPS"))
+    totp_setup_ttl: timedelta = field(
+        default=timedelta(minutes=10), metadata=_env("IDENTITY_TOTP_SETUP_TTL_SECONDS")
+    )
+    # Between password and code: the ticket's lifetime and its wrong codes.
+    mfa_ticket_ttl: timedelta = field(
+        default=timedelta(minutes=5), metadata=_env("IDENTITY_MFA_TICKET_TTL_SECONDS")
+    )
+    mfa_ticket_max_failures: int = field(default=5, metadata=_env("IDENTITY_MFA_TICKET_MAX_FAILURES"))
+    # Wrong second-factor codes per account per window, across every ticket and process.
+    mfa_failures_per_window: int = field(default=10, metadata=_env("IDENTITY_MFA_FAILURES_PER_WINDOW"))
+    mfa_failure_window: timedelta = field(
+        default=timedelta(minutes=15), metadata=_env("IDENTITY_MFA_FAILURE_WINDOW_SECONDS")
+    )
+    # Consecutive wrong codes that lock the second factor; it opens again with a correct
+    # password login once the wait is over, or `identity users mfa-reset`.
+    mfa_lock_threshold: int = field(default=20, metadata=_env("IDENTITY_MFA_LOCK_THRESHOLD"))
+    mfa_lock_wait: timedelta = field(
+        default=timedelta(hours=1), metadata=_env("IDENTITY_MFA_LOCK_WAIT_SECONDS")
+    )
     # x-forwarded-for hops to trust (1 behind one Envoy); 0 means use the TCP peer only.
     trusted_proxy_hops: int = field(default=0, metadata=_env("IDENTITY_TRUSTED_PROXY_HOPS"))
 

@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 from identity.config import Settings
 from identity.domain.clock import Clock, SystemClock
+from identity.domain.mfa import MfaPolicy
 from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
+from identity.security.totp import RecoveryCodeHasher
 from identity.services.account import AccountService
 from identity.services.auth import AuthService
 from identity.services.authz import AuthzService
@@ -16,6 +18,10 @@ from identity.services.authz_sync import RbacSync
 from identity.services.credentials import CredentialCheck
 from identity.services.history import HistoryService
 from identity.services.keys import KeyService
+from identity.services.mfa import MfaService
+from identity.services.mfa_challenge import MfaChallenges
+from identity.services.mfa_guard import SecondFactorCheck
+from identity.services.mfa_login import MfaLogin
 from identity.services.paging import PageTokens
 from identity.services.partitions import PartitionService
 from identity.services.permission_cache import PermissionCache
@@ -50,6 +56,8 @@ class Services:
     roles: RoleService
     service_keys: ServiceKeyService
     user_admin: UserAdminService
+    mfa: MfaService
+    mfa_login: MfaLogin
 
     async def close(self) -> None:
         # Before the pool closes: the lease row is released through it.
@@ -59,10 +67,27 @@ class Services:
         self.hasher.close()
 
 
+def _mfa_policy(settings: Settings) -> MfaPolicy:
+    if settings.totp_skew_steps not in (0, 1):
+        raise ValueError("IDENTITY_TOTP_SKEW_STEPS must be 0 or 1")
+    return MfaPolicy(
+        issuer=settings.totp_issuer,
+        skew_steps=settings.totp_skew_steps,
+        setup_ttl=settings.totp_setup_ttl,
+        ticket_ttl=settings.mfa_ticket_ttl,
+        ticket_max_failures=settings.mfa_ticket_max_failures,
+        failures_per_window=settings.mfa_failures_per_window,
+        failure_window=settings.mfa_failure_window,
+        lock_threshold=settings.mfa_lock_threshold,
+        lock_wait=settings.mfa_lock_wait,
+    )
+
+
 async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     """Everything, from settings; `clock` is the real time unless a test passes its own."""
     clock = clock or SystemClock()
     master_key = settings.require_secret_key()
+    mfa_policy = _mfa_policy(settings)
     db = Database(
         settings.database_url,
         min_size=settings.db_pool_min,
@@ -96,7 +121,16 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
     )
     credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=settings.max_failed_logins)
     auth = AuthService(
-        db, hasher, tokens, credentials, clock, refresh_reuse_grace=settings.refresh_reuse_grace
+        db,
+        hasher,
+        tokens,
+        credentials,
+        clock,
+        refresh_reuse_grace=settings.refresh_reuse_grace,
+        mfa=MfaChallenges(db, mfa_policy, clock),
+    )
+    second_factor = SecondFactorCheck(
+        db, SecretBox(master_key, "totp-secrets"), RecoveryCodeHasher(master_key), mfa_policy, clock
     )
     page_tokens = PageTokens(master_key)
     rbac_sync = RbacSync(
@@ -130,4 +164,6 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         roles=RoleService(db, permission_cache, rbac_sync, tokens, page_tokens, clock),
         service_keys=ServiceKeyService(db, rbac_sync),
         user_admin=UserAdminService(db, hasher, permission_cache, rbac_sync),
+        mfa=MfaService(db, credentials, second_factor, policy, clock),
+        mfa_login=MfaLogin(db, auth, second_factor, clock),
     )

@@ -100,6 +100,8 @@ def add_servicers(server: grpc.aio.Server, services: Services) -> None:
             account=services.account,
             history=services.history,
             keys=services.keys,
+            mfa=services.mfa,
+            mfa_login=services.mfa_login,
             trusted_proxy_hops=services.settings.trusted_proxy_hops,
         ),
         server,

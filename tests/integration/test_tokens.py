@@ -18,6 +18,10 @@ from identity.v1 import auth_pb2, errors_pb2
 from tests.conftest import register_and_login
 from tests.support import failure
 
+# A peer allows the usual clock skew; the suite's server clock runs a few seconds ahead
+# of the real one once tests have stepped it.
+PEER_LEEWAY = 30
+
 
 def _b64(data: dict | bytes) -> str:
     raw = data if isinstance(data, bytes) else json.dumps(data).encode()

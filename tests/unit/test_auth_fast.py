@@ -101,6 +101,7 @@ async def test_reauthentication_names_the_field_counts_and_records(fast: FastSer
     await fast.account.change_password(
         caller, PASSWORD, "a brand new passphrase", keep_other_sessions=True, client=CLIENT
     )
+    assert fast.db.state.tickets_deleted_for == [user_id]  # no MFA ticket outlives the old password
     await fast.auth.login("ann", "a brand new passphrase", CLIENT)
 
 

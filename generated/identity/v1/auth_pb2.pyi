@@ -37,6 +37,12 @@ class _LoginOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LoginOut
     LOGIN_OUTCOME_REFRESH_REUSE: _LoginOutcome.ValueType  # 7
     LOGIN_OUTCOME_THROTTLED: _LoginOutcome.ValueType  # 8
     LOGIN_OUTCOME_ACCOUNT_DISABLED: _LoginOutcome.ValueType  # 9
+    LOGIN_OUTCOME_MFA_LOCKED: _LoginOutcome.ValueType  # 10
+    """The second factor is locked after too many wrong codes."""
+    LOGIN_OUTCOME_MFA_ENABLED: _LoginOutcome.ValueType  # 11
+    LOGIN_OUTCOME_MFA_DISABLED: _LoginOutcome.ValueType  # 12
+    LOGIN_OUTCOME_MFA_RESET: _LoginOutcome.ValueType  # 13
+    """An operator removed the second factor (`identity users mfa-reset`)."""
 
 class LoginOutcome(_LoginOutcome, metaclass=_LoginOutcomeEnumTypeWrapper): ...
 
@@ -50,6 +56,12 @@ LOGIN_OUTCOME_LOCKED_OUT: LoginOutcome.ValueType  # 6
 LOGIN_OUTCOME_REFRESH_REUSE: LoginOutcome.ValueType  # 7
 LOGIN_OUTCOME_THROTTLED: LoginOutcome.ValueType  # 8
 LOGIN_OUTCOME_ACCOUNT_DISABLED: LoginOutcome.ValueType  # 9
+LOGIN_OUTCOME_MFA_LOCKED: LoginOutcome.ValueType  # 10
+"""The second factor is locked after too many wrong codes."""
+LOGIN_OUTCOME_MFA_ENABLED: LoginOutcome.ValueType  # 11
+LOGIN_OUTCOME_MFA_DISABLED: LoginOutcome.ValueType  # 12
+LOGIN_OUTCOME_MFA_RESET: LoginOutcome.ValueType  # 13
+"""An operator removed the second factor (`identity users mfa-reset`)."""
 Global___LoginOutcome: _TypeAlias = LoginOutcome  # noqa: Y015
 
 @_typing.final
@@ -243,12 +255,15 @@ class VerifyMfaResponse(_message.Message):
     EXPIRES_IN_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODES_REMAINING_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
     refresh_token: _builtins.str
     token_type: _builtins.str
     expires_in: _builtins.int
     session_id: _builtins.str
     user_id: _builtins.str
+    recovery_codes_remaining: _builtins.int
+    """Set when a recovery code was used: how many unused ones are left."""
     @_builtins.property
     def access_token_expire_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -261,10 +276,11 @@ class VerifyMfaResponse(_message.Message):
         expires_in: _builtins.int = ...,
         session_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        recovery_codes_remaining: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["access_token_expire_time", b"access_token_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "expires_in", b"expires_in", "refresh_token", b"refresh_token", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_token", b"access_token", "access_token_expire_time", b"access_token_expire_time", "expires_in", b"expires_in", "recovery_codes_remaining", b"recovery_codes_remaining", "refresh_token", b"refresh_token", "session_id", b"session_id", "token_type", b"token_type", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -712,19 +728,29 @@ class SetupTotpResponse(_message.Message):
 
     SECRET_FIELD_NUMBER: _builtins.int
     PROVISIONING_URI_FIELD_NUMBER: _builtins.int
+    QR_CODE_SVG_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     secret: _builtins.str
     """Base32 secret, for manual entry."""
     provisioning_uri: _builtins.str
     """otpauth:// URI, for a QR code."""
+    qr_code_svg: _builtins.str
+    """The provisioning URI as a QR code, an SVG document the website can show as is."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """The secret stays pending until ConfirmTotp; after this time setup starts over."""
+
     def __init__(
         self,
         *,
         secret: _builtins.str = ...,
         provisioning_uri: _builtins.str = ...,
+        qr_code_svg: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provisioning_uri", b"provisioning_uri", "secret", b"secret"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "provisioning_uri", b"provisioning_uri", "qr_code_svg", b"qr_code_svg", "secret", b"secret"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -779,6 +805,7 @@ class DisableTotpRequest(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     password: _builtins.str
     code: _builtins.str
+    """A current TOTP code, or an unused recovery code."""
     def __init__(
         self,
         *,
@@ -816,6 +843,7 @@ class RegenerateRecoveryCodesRequest(_message.Message):
     CODE_FIELD_NUMBER: _builtins.int
     password: _builtins.str
     code: _builtins.str
+    """A current TOTP code, or an unused recovery code."""
     def __init__(
         self,
         *,
@@ -951,6 +979,8 @@ class TokenClaims(_message.Message):
     EXP_FIELD_NUMBER: _builtins.int
     JTI_FIELD_NUMBER: _builtins.int
     SID_FIELD_NUMBER: _builtins.int
+    AMR_FIELD_NUMBER: _builtins.int
+    AUTH_TIME_FIELD_NUMBER: _builtins.int
     iss: _builtins.str
     sub: _builtins.str
     jti: _builtins.str
@@ -961,6 +991,16 @@ class TokenClaims(_message.Message):
     def iat(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def exp(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def amr(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """How the user authenticated (RFC 8176): "pwd", plus "otp" and "mfa" after a TOTP
+        code, or "mfa" after a recovery code. Kept across refreshes.
+        """
+
+    @_builtins.property
+    def auth_time(self) -> _timestamp_pb2.Timestamp:
+        """When the user last presented their credentials (kept across refreshes)."""
+
     def __init__(
         self,
         *,
@@ -971,10 +1011,12 @@ class TokenClaims(_message.Message):
         exp: _timestamp_pb2.Timestamp | None = ...,
         jti: _builtins.str = ...,
         sid: _builtins.str = ...,
+        amr: _abc.Iterable[_builtins.str] | None = ...,
+        auth_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["exp", b"exp", "iat", b"iat"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth_time", b"auth_time", "exp", b"exp", "iat", b"iat"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aud", b"aud", "exp", b"exp", "iat", b"iat", "iss", b"iss", "jti", b"jti", "sid", b"sid", "sub", b"sub"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amr", b"amr", "aud", b"aud", "auth_time", b"auth_time", "exp", b"exp", "iat", b"iat", "iss", b"iss", "jti", b"jti", "sid", b"sid", "sub", b"sub"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -66,15 +66,26 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_MFA_TICKET_INVALID: _ErrorReason.ValueType  # 48
     ERROR_REASON_MFA_CODE_INVALID: _ErrorReason.ValueType  # 49
     ERROR_REASON_ACCOUNT_DISABLED: _ErrorReason.ValueType  # 50
+    ERROR_REASON_MFA_TICKET_EXPIRED: _ErrorReason.ValueType  # 51
+    ERROR_REASON_MFA_CODE_REUSED: _ErrorReason.ValueType  # 52
+    """The TOTP time step (or recovery code) was already used: a code works once."""
     ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 60
     """Authorization (PERMISSION_DENIED)."""
     ERROR_REASON_ESCALATION_DENIED: _ErrorReason.ValueType  # 61
     ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 70
     """Throttling (RESOURCE_EXHAUSTED), with google.rpc.RetryInfo."""
     ERROR_REASON_ACCOUNT_LOCKED: _ErrorReason.ValueType  # 71
+    ERROR_REASON_MFA_TOO_MANY_ATTEMPTS: _ErrorReason.ValueType  # 72
+    """Too many wrong second-factor codes: on this ticket, or for the account in the window."""
+    ERROR_REASON_MFA_LOCKED: _ErrorReason.ValueType  # 73
+    """The second factor is locked until a password login after a waiting period, or an
+    operator reset.
+    """
     ERROR_REASON_BACKEND_UNAVAILABLE: _ErrorReason.ValueType  # 80
     """Dependencies (UNAVAILABLE) and the unexpected (INTERNAL)."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 81
+    ERROR_REASON_UNIMPLEMENTED: _ErrorReason.ValueType  # 82
+    """The method is not implemented by this server (UNIMPLEMENTED)."""
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable cause of a failed call. It travels in
@@ -127,13 +138,24 @@ ERROR_REASON_REFRESH_TOKEN_REUSED: ErrorReason.ValueType  # 47
 ERROR_REASON_MFA_TICKET_INVALID: ErrorReason.ValueType  # 48
 ERROR_REASON_MFA_CODE_INVALID: ErrorReason.ValueType  # 49
 ERROR_REASON_ACCOUNT_DISABLED: ErrorReason.ValueType  # 50
+ERROR_REASON_MFA_TICKET_EXPIRED: ErrorReason.ValueType  # 51
+ERROR_REASON_MFA_CODE_REUSED: ErrorReason.ValueType  # 52
+"""The TOTP time step (or recovery code) was already used: a code works once."""
 ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 60
 """Authorization (PERMISSION_DENIED)."""
 ERROR_REASON_ESCALATION_DENIED: ErrorReason.ValueType  # 61
 ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 70
 """Throttling (RESOURCE_EXHAUSTED), with google.rpc.RetryInfo."""
 ERROR_REASON_ACCOUNT_LOCKED: ErrorReason.ValueType  # 71
+ERROR_REASON_MFA_TOO_MANY_ATTEMPTS: ErrorReason.ValueType  # 72
+"""Too many wrong second-factor codes: on this ticket, or for the account in the window."""
+ERROR_REASON_MFA_LOCKED: ErrorReason.ValueType  # 73
+"""The second factor is locked until a password login after a waiting period, or an
+operator reset.
+"""
 ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason.ValueType  # 80
 """Dependencies (UNAVAILABLE) and the unexpected (INTERNAL)."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 81
+ERROR_REASON_UNIMPLEMENTED: ErrorReason.ValueType  # 82
+"""The method is not implemented by this server (UNIMPLEMENTED)."""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -17,6 +17,8 @@ from identity.services.account import AccountService
 from identity.services.auth import AuthService
 from identity.services.history import HistoryService
 from identity.services.keys import KeyService
+from identity.services.mfa import MfaService
+from identity.services.mfa_login import MfaLogin
 from identity.services.sessions import SessionService
 from identity.services.tokens import TokenService
 from identity.v1 import auth_pb2, auth_pb2_grpc
@@ -34,6 +36,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         account: AccountService,
         history: HistoryService,
         keys: KeyService,
+        mfa: MfaService,
+        mfa_login: MfaLogin,
         trusted_proxy_hops: int,
     ) -> None:
         self._auth = auth
@@ -42,6 +46,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._account = account
         self._history = history
         self._keys = keys
+        self._mfa = mfa
+        self._mfa_login = mfa_login
         self._trusted_hops = trusted_proxy_hops
 
     async def _caller(self, context: Context) -> Principal:
@@ -54,10 +60,21 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.RegisterResponse(user=convert.user(created))
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
-        tokens = await self._auth.login(
+        outcome = await self._auth.login(
             request.login, request.password, client_info(context, self._trusted_hops)
         )
-        return convert.login_response(tokens)
+        return convert.login_response(outcome)
+
+    async def VerifyMfa(
+        self, request: auth_pb2.VerifyMfaRequest, context: Context
+    ) -> auth_pb2.VerifyMfaResponse:
+        verified = await self._mfa_login.verify(
+            request.mfa_ticket,
+            request.code,
+            request.recovery_code,
+            client_info(context, self._trusted_hops),
+        )
+        return convert.verify_mfa_response(verified.tokens, verified.recovery_codes_remaining)
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
         tokens = await self._auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
@@ -125,6 +142,44 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             entries=[convert.history_entry(e) for e in page.entries], next_page_token=page.next_page_token
         )
 
+    async def SetupTotp(
+        self, request: auth_pb2.SetupTotpRequest, context: Context
+    ) -> auth_pb2.SetupTotpResponse:
+        enrolment = await self._mfa.setup(
+            await self._caller(context), request.password, client_info(context, self._trusted_hops)
+        )
+        return convert.totp_enrolment(enrolment)
+
+    async def ConfirmTotp(
+        self, request: auth_pb2.ConfirmTotpRequest, context: Context
+    ) -> auth_pb2.ConfirmTotpResponse:
+        codes = await self._mfa.confirm(
+            await self._caller(context), request.code, client_info(context, self._trusted_hops)
+        )
+        return auth_pb2.ConfirmTotpResponse(recovery_codes=codes)
+
+    async def DisableTotp(
+        self, request: auth_pb2.DisableTotpRequest, context: Context
+    ) -> auth_pb2.DisableTotpResponse:
+        await self._mfa.disable(
+            await self._caller(context),
+            request.password,
+            request.code,
+            client_info(context, self._trusted_hops),
+        )
+        return auth_pb2.DisableTotpResponse()
+
+    async def RegenerateRecoveryCodes(
+        self, request: auth_pb2.RegenerateRecoveryCodesRequest, context: Context
+    ) -> auth_pb2.RegenerateRecoveryCodesResponse:
+        codes = await self._mfa.regenerate_recovery_codes(
+            await self._caller(context),
+            request.password,
+            request.code,
+            client_info(context, self._trusted_hops),
+        )
+        return auth_pb2.RegenerateRecoveryCodesResponse(recovery_codes=codes)
+
     async def GetJwks(self, request: auth_pb2.GetJwksRequest, context: Context) -> auth_pb2.GetJwksResponse:
         keys = await self._keys.jwks()
         return auth_pb2.GetJwksResponse(keys=[auth_pb2.Jwk(**jwk) for jwk in keys])
@@ -137,30 +192,3 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         except Unauthenticated as rejected:
             return auth_pb2.ValidateTokenResponse(valid=False, reason=reason_enum(rejected.reason))
         return auth_pb2.ValidateTokenResponse(valid=True, claims=convert.claims(claims))
-
-    # -- not built yet: these answer UNIMPLEMENTED (the interceptor maps NotImplementedError) --
-
-    async def SetupTotp(
-        self, request: auth_pb2.SetupTotpRequest, context: Context
-    ) -> auth_pb2.SetupTotpResponse:
-        raise NotImplementedError
-
-    async def ConfirmTotp(
-        self, request: auth_pb2.ConfirmTotpRequest, context: Context
-    ) -> auth_pb2.ConfirmTotpResponse:
-        raise NotImplementedError
-
-    async def VerifyMfa(
-        self, request: auth_pb2.VerifyMfaRequest, context: Context
-    ) -> auth_pb2.VerifyMfaResponse:
-        raise NotImplementedError
-
-    async def DisableTotp(
-        self, request: auth_pb2.DisableTotpRequest, context: Context
-    ) -> auth_pb2.DisableTotpResponse:
-        raise NotImplementedError
-
-    async def RegenerateRecoveryCodes(
-        self, request: auth_pb2.RegenerateRecoveryCodesRequest, context: Context
-    ) -> auth_pb2.RegenerateRecoveryCodesResponse:
-        raise NotImplementedError

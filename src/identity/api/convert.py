@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf import timestamp_pb2
 
 from identity.domain.errors import InvalidArgument
+from identity.domain.mfa import MfaChallenge, TotpEnrolment
 from identity.domain.models import IssuedTokens, LoginEvent, LoginOutcome, User
 from identity.security.jwt_codec import AccessClaims
 from identity.services.sessions import ListedSession
@@ -36,18 +37,6 @@ def user(value: User) -> auth_pb2.User:
     )
 
 
-def login_response(tokens: IssuedTokens) -> auth_pb2.LoginResponse:
-    return auth_pb2.LoginResponse(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        token_type=TOKEN_TYPE,
-        access_token_expire_time=timestamp(tokens.access_token_expires_at),
-        expires_in=tokens.expires_in_seconds,
-        session_id=str(tokens.session_id),
-        user_id=str(tokens.user_id),
-    )
-
-
 def refresh_response(tokens: IssuedTokens) -> auth_pb2.RefreshResponse:
     return auth_pb2.RefreshResponse(
         access_token=tokens.access_token,
@@ -60,6 +49,47 @@ def refresh_response(tokens: IssuedTokens) -> auth_pb2.RefreshResponse:
     )
 
 
+def login_response(value: IssuedTokens | MfaChallenge) -> auth_pb2.LoginResponse:
+    """Tokens, or for an account with a second factor only the ticket for VerifyMfa."""
+    if isinstance(value, MfaChallenge):
+        return auth_pb2.LoginResponse(
+            mfa_required=True, mfa_ticket=value.ticket, mfa_ticket_expire_time=timestamp(value.expires_at)
+        )
+    return auth_pb2.LoginResponse(
+        access_token=value.access_token,
+        refresh_token=value.refresh_token,
+        token_type=TOKEN_TYPE,
+        access_token_expire_time=timestamp(value.access_token_expires_at),
+        expires_in=value.expires_in_seconds,
+        session_id=str(value.session_id),
+        user_id=str(value.user_id),
+    )
+
+
+def verify_mfa_response(
+    tokens: IssuedTokens, recovery_codes_remaining: int | None
+) -> auth_pb2.VerifyMfaResponse:
+    return auth_pb2.VerifyMfaResponse(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        token_type=TOKEN_TYPE,
+        access_token_expire_time=timestamp(tokens.access_token_expires_at),
+        expires_in=tokens.expires_in_seconds,
+        session_id=str(tokens.session_id),
+        user_id=str(tokens.user_id),
+        recovery_codes_remaining=recovery_codes_remaining or 0,
+    )
+
+
+def totp_enrolment(value: TotpEnrolment) -> auth_pb2.SetupTotpResponse:
+    return auth_pb2.SetupTotpResponse(
+        secret=value.secret,
+        provisioning_uri=value.provisioning_uri,
+        qr_code_svg=value.qr_code_svg,
+        expire_time=timestamp(value.expires_at),
+    )
+
+
 def claims(value: AccessClaims) -> auth_pb2.TokenClaims:
     return auth_pb2.TokenClaims(
         iss=value.issuer,
@@ -69,6 +99,8 @@ def claims(value: AccessClaims) -> auth_pb2.TokenClaims:
         exp=timestamp(value.expires_at),
         jti=value.token_id,
         sid=str(value.session_id),
+        amr=list(value.amr),
+        auth_time=timestamp(value.auth_time),
     )
 
 

@@ -73,3 +73,7 @@ def domain_status(error: DomainError) -> grpc.Status:
 
 def internal_status() -> grpc.Status:
     return _status(grpc.StatusCode.INTERNAL, "internal error", Reason.INTERNAL, [])
+
+
+def unimplemented_status() -> grpc.Status:
+    return _status(grpc.StatusCode.UNIMPLEMENTED, "method not implemented", Reason.UNIMPLEMENTED, [])

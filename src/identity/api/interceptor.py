@@ -14,7 +14,7 @@ from typing import Any, cast
 import grpc
 import structlog
 
-from identity.api.errors import domain_status, internal_status
+from identity.api.errors import domain_status, internal_status, unimplemented_status
 from identity.domain.errors import BackendUnavailable, DomainError
 
 log = structlog.get_logger("identity.rpc")
@@ -61,9 +61,9 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
         except NotImplementedError:
-            # An RPC of the contract that is not built: say so, retrying will not help.
+            # The generated base class of a method this server does not implement.
             outcome = "UNIMPLEMENTED"
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented")
+            await context.abort_with_status(unimplemented_status())
         except Exception as exc:  # the generic edge: nothing of it reaches the client
             outcome = "INTERNAL"
             log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))

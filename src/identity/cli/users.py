@@ -10,7 +10,9 @@ import typer
 from identity.cli.runtime import with_services
 from identity.container import Services
 
-app = typer.Typer(help="Users: bootstrap an admin, inspect permissions, unlock.", no_args_is_help=True)
+app = typer.Typer(
+    help="Users: bootstrap an admin, inspect permissions and MFA, unlock, reset MFA.", no_args_is_help=True
+)
 LoginOpt = Annotated[str, typer.Option("--login", help="The user's login.")]
 
 
@@ -81,3 +83,34 @@ def disable(login: LoginOpt) -> None:
 def enable(login: LoginOpt) -> None:
     """Enable a disabled account again."""
     _set_disabled(login, disabled=False)
+
+
+@app.command()
+def show(login: LoginOpt) -> None:
+    """The user: id, state, and second factor."""
+
+    async def action(services: Services) -> None:
+        user, mfa = await services.mfa.state_for_login(login)
+        typer.echo(f"user      {user.login} ({user.id})")
+        typer.echo(f"created   {user.created_at.isoformat(timespec='seconds')}")
+        typer.echo(f"state     {'disabled' if user.disabled_at else 'enabled'}")
+        totp = "enabled" if mfa.enabled else "pending setup" if mfa.pending else "off"
+        typer.echo(f"totp      {totp}")
+        if mfa.enabled:
+            typer.echo(f"recovery  {mfa.recovery_codes_left} unused code(s)")
+            locked = f"locked since {mfa.locked_at.isoformat(timespec='seconds')}" if mfa.locked_at else "no"
+            typer.echo(f"mfa lock  {locked} ({mfa.consecutive_failures} consecutive wrong code(s))")
+
+    with_services(action)
+
+
+@app.command("mfa-reset")
+def mfa_reset(login: LoginOpt) -> None:
+    """Lost device: remove TOTP and recovery codes, end every session (recorded)."""
+
+    async def action(services: Services) -> None:
+        user, removed, ended = await services.mfa.reset_for_login(login)
+        what = "removed TOTP and recovery codes" if removed else "no TOTP was set up"
+        typer.echo(f"{user.login}: {what}; {ended} session(s) ended")
+
+    with_services(action)

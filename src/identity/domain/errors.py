@@ -53,15 +53,20 @@ class Reason(StrEnum):
     MFA_TICKET_INVALID = "MFA_TICKET_INVALID"
     MFA_CODE_INVALID = "MFA_CODE_INVALID"
     ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
+    MFA_TICKET_EXPIRED = "MFA_TICKET_EXPIRED"
+    MFA_CODE_REUSED = "MFA_CODE_REUSED"
     # Authorization.
     PERMISSION_DENIED = "PERMISSION_DENIED"
     ESCALATION_DENIED = "ESCALATION_DENIED"
     # Throttling, with a retry delay.
     RATE_LIMITED = "RATE_LIMITED"
     ACCOUNT_LOCKED = "ACCOUNT_LOCKED"
+    MFA_TOO_MANY_ATTEMPTS = "MFA_TOO_MANY_ATTEMPTS"
+    MFA_LOCKED = "MFA_LOCKED"
     # Dependencies and the unexpected.
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    UNIMPLEMENTED = "UNIMPLEMENTED"
 
 
 class Kind(Enum):
@@ -155,6 +160,21 @@ class RoleBuiltin(FailedPrecondition):
     message = "a built-in role cannot be changed this way"
 
 
+class MfaAlreadyEnabled(FailedPrecondition):
+    reason = Reason.MFA_ALREADY_ENABLED
+    message = "TOTP is already enabled; disable it first"
+
+
+class MfaNotEnabled(FailedPrecondition):
+    reason = Reason.MFA_NOT_ENABLED
+    message = "TOTP is not enabled"
+
+
+class MfaNotPending(FailedPrecondition):
+    reason = Reason.MFA_NOT_PENDING
+    message = "no TOTP setup is pending (none, expired, or too many wrong codes); call SetupTotp"
+
+
 # -- not found ------------------------------------------------------------------------------
 
 
@@ -243,6 +263,47 @@ class AccountDisabled(Unauthenticated):
     message = "account is disabled"
 
 
+class MfaTicketInvalid(Unauthenticated):
+    # Unknown, already used and exhausted tickets alike: the client logs in again.
+    reason = Reason.MFA_TICKET_INVALID
+    message = "MFA ticket is invalid, log in again"
+
+
+class MfaTicketExpired(Unauthenticated):
+    reason = Reason.MFA_TICKET_EXPIRED
+    message = "MFA ticket has expired, log in again"
+
+
+class MfaTicketExhausted(Unauthenticated):
+    reason = Reason.MFA_TOO_MANY_ATTEMPTS
+    message = "too many wrong codes on this MFA ticket, log in again"
+
+
+class MfaCodeInvalid(Unauthenticated):
+    """A wrong second-factor code on VerifyMfa (the ticket stays usable within its limits)."""
+
+    reason = Reason.MFA_CODE_INVALID
+    message = "the code is not valid"
+
+
+class MfaCodeReused(Unauthenticated):
+    reason = Reason.MFA_CODE_REUSED
+    message = "this code was already used; wait for the next one"
+
+
+class MfaCodeIncorrect(InvalidArgument):
+    """A signed-in caller's second factor (ConfirmTotp, DisableTotp, RegenerateRecoveryCodes)
+    was wrong or already used. Not UNAUTHENTICATED: the caller's session is fine."""
+
+    def __init__(self, field: str = "code", *, reused: bool = False) -> None:
+        if reused:
+            super().__init__(
+                field, f"{field} was already used; wait for the next one", reason=Reason.MFA_CODE_REUSED
+            )
+        else:
+            super().__init__(field, f"{field} is not a valid code", reason=Reason.MFA_CODE_INVALID)
+
+
 # -- authorization ---------------------------------------------------------------------------
 
 
@@ -273,6 +334,16 @@ class Throttled(DomainError):
 class AccountLocked(Throttled):
     reason = Reason.ACCOUNT_LOCKED
     message = "account is locked after too many failed logins; contact support"
+
+
+class MfaTooManyAttempts(Throttled):
+    reason = Reason.MFA_TOO_MANY_ATTEMPTS
+    message = "too many wrong codes, try again later"
+
+
+class MfaLocked(Throttled):
+    reason = Reason.MFA_LOCKED
+    message = "the second factor is locked after too many wrong codes; log in again later or contact support"
 
 
 # -- dependencies ----------------------------------------------------------------------------

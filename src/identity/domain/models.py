@@ -45,6 +45,9 @@ class Session:
     user_agent: str
     revoked_at: datetime | None = None
     revoked_reason: str | None = None
+    # How the user authenticated (RFC 8176) and when; every access token of the session says so.
+    amr: tuple[str, ...] = ("pwd",)
+    auth_time: datetime | None = None
 
 
 class LoginOutcome(Enum):
@@ -59,6 +62,10 @@ class LoginOutcome(Enum):
     REFRESH_REUSE = "REFRESH_REUSE"
     THROTTLED = "THROTTLED"
     ACCOUNT_DISABLED = "ACCOUNT_DISABLED"
+    MFA_LOCKED = "MFA_LOCKED"
+    MFA_ENABLED = "MFA_ENABLED"
+    MFA_DISABLED = "MFA_DISABLED"
+    MFA_RESET = "MFA_RESET"
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class IssuedTokens:
     user_id: UUID
     # The access token's lifetime when issued (the `expires_in` of OAuth responses).
     expires_in_seconds: int
+    amr: tuple[str, ...] = ("pwd",)
+    auth_time: datetime | None = None
 
 
 @dataclass(frozen=True)

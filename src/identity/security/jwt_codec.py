@@ -33,6 +33,9 @@ class AccessClaims:
     expires_at: datetime
     token_id: str
     session_id: uuid.UUID
+    # How and when the user authenticated (RFC 8176 amr, OIDC auth_time).
+    amr: tuple[str, ...] = ()
+    auth_time: datetime | None = None
 
 
 def encode_access_token(
@@ -45,9 +48,11 @@ def encode_access_token(
     session_id: uuid.UUID,
     now: datetime,
     ttl: timedelta,
+    amr: tuple[str, ...] = ("pwd",),
+    auth_time: datetime | None = None,
 ) -> tuple[str, datetime]:
     expires_at = now + ttl
-    claims = {
+    claims: dict[str, Any] = {
         "iss": issuer,
         "aud": audience,
         "sub": str(user_id),
@@ -56,6 +61,8 @@ def encode_access_token(
         "exp": int(expires_at.timestamp()),
         "jti": uuid.uuid4().hex,
         "sid": str(session_id),
+        "amr": list(amr),
+        "auth_time": int((auth_time or now).timestamp()),
     }
     token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": kid, "typ": ACCESS_TOKEN_TYPE})
     return token, expires_at.replace(microsecond=0)
@@ -86,6 +93,13 @@ def _numeric_date(claims: dict[str, Any], name: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRejected()
     return datetime.fromtimestamp(int(value), UTC)
+
+
+def _amr(claims: dict[str, Any]) -> tuple[str, ...]:
+    value = claims.get("amr", [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TokenRejected()
+    return tuple(value)
 
 
 def decode_access_token(
@@ -134,6 +148,8 @@ def decode_access_token(
             expires_at=expires_at,
             token_id=str(claims["jti"]),
             session_id=uuid.UUID(str(claims["sid"])),
+            amr=_amr(claims),
+            auth_time=_numeric_date(claims, "auth_time") if "auth_time" in claims else None,
         )
     except (ValueError, TypeError, OverflowError, OSError):
         raise TokenRejected() from None

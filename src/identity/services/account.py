@@ -65,6 +65,8 @@ class AccountService:
         async with self._db.transaction() as uow:
             await self._lock_caller_session(uow, principal)
             await uow.users.set_password(principal.user_id, password_hash)
+            # A ticket won with the old password must not complete a login after the change.
+            await uow.mfa_tickets.delete_for_user(principal.user_id)
             revoked = 0
             if not keep_other_sessions:
                 revoked = await uow.sessions.revoke_all_for_user(

@@ -11,11 +11,13 @@ import structlog
 from identity.domain.clock import Clock
 from identity.domain.errors import RefreshTokenInvalid, RefreshTokenReused
 from identity.domain.logins import canonical_login, display_login, validate_email
+from identity.domain.mfa import AMR_PASSWORD, MfaChallenge
 from identity.domain.models import ClientInfo, IssuedTokens, LoginOutcome, Principal, User
 from identity.domain.passwords import check_password_policy
 from identity.security import opaque
 from identity.security.passwords import PasswordHasher
 from identity.services.credentials import CredentialCheck
+from identity.services.mfa_challenge import MfaChallenges
 from identity.services.tokens import TokenService, check_session_live
 from identity.store.database import Database
 from identity.store.uow import UnitOfWork
@@ -33,6 +35,7 @@ class AuthService:
         clock: Clock,
         *,
         refresh_reuse_grace: timedelta = timedelta(0),
+        mfa: MfaChallenges | None = None,
     ) -> None:
         self._db = db
         self._hasher = hasher
@@ -40,6 +43,7 @@ class AuthService:
         self._credentials = credentials
         self._clock = clock
         self._refresh_reuse_grace = refresh_reuse_grace
+        self._mfa = mfa
 
     async def register(self, login: str, password: str, email: str) -> User:
         canonical = canonical_login(login)
@@ -53,8 +57,11 @@ class AuthService:
         log.info("user_registered", user_id=str(user.id))
         return user
 
-    async def login(self, login: str, password: str, client: ClientInfo) -> IssuedTokens:
+    async def login(self, login: str, password: str, client: ClientInfo) -> IssuedTokens | MfaChallenge:
+        """Tokens, or for an account with a second factor a ticket for VerifyMfa."""
         credentials = await self._credentials.by_login(login, password, client)
+        if credentials.user.mfa_enabled and self._mfa is not None:
+            return await self._mfa.challenge(credentials.user.id, client)
         async with self._db.transaction() as uow:
             issued = await self._start_session(uow, credentials.user.id, client, LoginOutcome.SUCCESS)
         return await self._with_access_token(issued)
@@ -92,7 +99,7 @@ class AuthService:
             log.warning("refresh_token_reuse", session_id=str(reused_session))
             raise RefreshTokenReused()
         return await self._with_access_token(
-            IssuedTokens("", now, new_refresh, session.id, session.user_id, 0)
+            IssuedTokens("", now, new_refresh, session.id, session.user_id, 0, session.amr, session.auth_time)
         )
 
     async def logout(self, principal: Principal) -> None:
@@ -136,8 +143,31 @@ class AuthService:
                 at=now,
             )
 
+    async def start_session(
+        self,
+        uow: UnitOfWork,
+        user_id: UUID,
+        client: ClientInfo,
+        outcome: LoginOutcome,
+        *,
+        amr: tuple[str, ...],
+        auth_time: datetime,
+    ) -> IssuedTokens:
+        """A new session inside the caller's unit of work (VerifyMfa completes a login so)."""
+        return await self._start_session(uow, user_id, client, outcome, amr=amr, auth_time=auth_time)
+
+    async def with_access_token(self, issued: IssuedTokens) -> IssuedTokens:
+        return await self._with_access_token(issued)
+
     async def _start_session(
-        self, uow: UnitOfWork, user_id: UUID, client: ClientInfo, outcome: LoginOutcome
+        self,
+        uow: UnitOfWork,
+        user_id: UUID,
+        client: ClientInfo,
+        outcome: LoginOutcome,
+        *,
+        amr: tuple[str, ...] = AMR_PASSWORD,
+        auth_time: datetime | None = None,
     ) -> IssuedTokens:
         session_id = uuid.uuid4()
         now = self._clock.now()
@@ -148,6 +178,8 @@ class AuthService:
             expires_at=now + self._tokens.policy.session_absolute_ttl,
             ip=client.ip,
             user_agent=client.user_agent,
+            amr=amr,
+            auth_time=auth_time or now,
         )
         refresh_token = opaque.new_secret(opaque.REFRESH_PREFIX)
         await uow.sessions.add_refresh_token(opaque.digest(refresh_token), session_id)
@@ -159,10 +191,12 @@ class AuthService:
             session_id=session_id,
             at=now,
         )
-        return IssuedTokens("", now, refresh_token, session_id, user_id, 0)
+        return IssuedTokens("", now, refresh_token, session_id, user_id, 0, amr, auth_time or now)
 
     async def _with_access_token(self, issued: IssuedTokens) -> IssuedTokens:
-        token, expires_at = await self._tokens.issue_access_token(issued.user_id, issued.session_id)
+        token, expires_at = await self._tokens.issue_access_token(
+            issued.user_id, issued.session_id, amr=issued.amr, auth_time=issued.auth_time
+        )
         return IssuedTokens(
             token,
             expires_at,
@@ -170,4 +204,6 @@ class AuthService:
             issued.session_id,
             issued.user_id,
             int(self._tokens.policy.access_ttl.total_seconds()),
+            issued.amr,
+            issued.auth_time,
         )

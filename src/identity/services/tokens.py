@@ -52,7 +52,14 @@ class TokenService:
         self._clock = clock
         self.policy = policy
 
-    async def issue_access_token(self, user_id: UUID, session_id: UUID) -> tuple[str, datetime]:
+    async def issue_access_token(
+        self,
+        user_id: UUID,
+        session_id: UUID,
+        *,
+        amr: tuple[str, ...] = ("pwd",),
+        auth_time: datetime | None = None,
+    ) -> tuple[str, datetime]:
         ring = await self._keys.current()
         if ring.signing_key is None or ring.signing_kid is None:
             raise RuntimeError("no active signing key; run `identity keys rotate`")
@@ -65,6 +72,8 @@ class TokenService:
             session_id=session_id,
             now=self._clock.now(),
             ttl=self.policy.access_ttl,
+            amr=amr,
+            auth_time=auth_time,
         )
 
     async def verify_signature_and_claims(self, token: str) -> AccessClaims:

@@ -22,6 +22,8 @@ def _session(row: Row) -> Session:
         user_agent=row["user_agent"],
         revoked_at=row["revoked_at"],
         revoked_reason=row["revoked_reason"],
+        amr=tuple(row["amr"]),
+        auth_time=row["auth_time"] or row["created_at"],
     )
 
 
@@ -59,13 +61,16 @@ class SessionRepository:
         expires_at: datetime,
         ip: str | None,
         user_agent: str,
+        amr: tuple[str, ...] = ("pwd",),
+        auth_time: datetime | None = None,
     ) -> Session:
         cur = await self._conn.execute(
             """
-            INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent)
-            VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING *
+            INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at, ip, user_agent,
+                                  amr, auth_time)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING *
             """,
-            (session_id, user_id, now, now, expires_at, ip, user_agent),
+            (session_id, user_id, now, now, expires_at, ip, user_agent, list(amr), auth_time or now),
         )
         row = await cur.fetchone()
         assert row is not None

@@ -7,11 +7,14 @@ from typing import TYPE_CHECKING
 
 from identity.store.keys import SigningKeyRepository
 from identity.store.login_history import LoginHistoryRepository
+from identity.store.mfa_tickets import MfaTicketRepository
 from identity.store.partitions import PartitionRepository
 from identity.store.rbac_leases import RbacLeaseRepository
+from identity.store.recovery_codes import RecoveryCodeRepository
 from identity.store.roles import RoleRepository
 from identity.store.service_keys import ServiceKeyRepository
 from identity.store.sessions import SessionRepository
+from identity.store.totp_factors import TotpFactorRepository
 from identity.store.users import UserRepository
 
 if TYPE_CHECKING:
@@ -29,3 +32,6 @@ class UnitOfWork:
         self.roles = RoleRepository(conn)
         self.service_keys = ServiceKeyRepository(conn)
         self.rbac_leases = RbacLeaseRepository(conn)
+        self.totp = TotpFactorRepository(conn)
+        self.mfa_tickets = MfaTicketRepository(conn)
+        self.recovery_codes = RecoveryCodeRepository(conn)
