@@ -7,10 +7,13 @@ from typing import Annotated
 
 import typer
 
+from identity.cli.output import JsonOpt, emit_json
 from identity.cli.runtime import with_services
+from identity.cli.sessions import session_json
+from identity.cli.user_show import echo_overview, overview_json
 from identity.container import Services
 
-app = typer.Typer(help="Users: bootstrap an admin, inspect permissions, unlock.", no_args_is_help=True)
+app = typer.Typer(help="Users: bootstrap an admin, inspect an account, unlock.", no_args_is_help=True)
 LoginOpt = Annotated[str, typer.Option("--login", help="The user's login.")]
 
 
@@ -37,11 +40,44 @@ def create_superuser(login: LoginOpt) -> None:
 
 
 @app.command()
-def permissions(login: LoginOpt) -> None:
+def show(
+    login: LoginOpt,
+    last_logins: Annotated[
+        int, typer.Option("--last-logins", min=0, max=100, help="Login attempts shown.")
+    ] = 10,
+    json_output: JsonOpt = False,
+) -> None:
+    """The account at a glance: state, lockout, MFA, roles, live sessions, last logins."""
+
+    async def action(services: Services) -> None:
+        overview = await services.user_admin.overview(login, last_logins=last_logins)
+        _, sessions = await services.sessions.list_for_login(login)
+        max_failed = services.settings.max_failed_logins
+        if json_output:
+            emit_json(overview_json(overview, [session_json(s) for s in sessions], max_failed))
+        else:
+            echo_overview(overview, sessions, max_failed)
+
+    with_services(action)
+
+
+@app.command()
+def permissions(login: LoginOpt, json_output: JsonOpt = False) -> None:
     """The user's effective permissions and the roles granting each."""
 
     async def action(services: Services) -> None:
         user, effective = await services.user_admin.permissions(login)
+        if json_output:
+            emit_json(
+                {
+                    "user": {"id": str(user.id), "login": user.login},
+                    "permissions": [
+                        {"permission": item.permission, "granted_by": list(item.granted_by)}
+                        for item in effective
+                    ],
+                }
+            )
+            return
         if not effective:
             typer.echo(f"{user.login} holds no permission")
             return
