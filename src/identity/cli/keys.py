@@ -50,6 +50,9 @@ def rotate() -> None:
     """Promote the pre-published next key to active, retire the old one, make a new next key."""
 
     async def action(services: Services) -> None:
+        # Open the active key first: a wrong secret must stop here, before a new key
+        # sealed with it enters the ring (it would sign after the next rotation).
+        await services.keys.reload()
         await services.keys.ensure_ring()
         result = await services.keys.rotate()
         typer.echo(f"active: {result.active_kid}")
