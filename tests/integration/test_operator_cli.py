@@ -157,3 +157,37 @@ def test_partition_work_counts_its_steps_off_a_terminal():
         counts = [line for line in done.stderr.splitlines() if line.startswith("partitions ensure: ")]
         assert [line.split()[2] for line in counts] == [f"{i}/{months}" for i in range(1, months + 1)]
         assert done.stdout.count("created login_history_") == months
+
+
+def test_partition_work_draws_a_bar_on_a_terminal():
+    import pty
+
+    with fresh_database("identity_progress_tty") as url:
+        upgrade(url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
+        env.update(cli_env(url))
+        leader, follower = pty.openpty()
+        process = subprocess.Popen(
+            [str(BIN / "identity"), "partitions", "ensure", "--months-ahead", "5"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+        )
+        os.close(follower)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        os.close(leader)
+        stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    text = drawn.decode(errors="replace")
+    assert "partitions ensure" in text and "2/2" in text and "━" in text  # rich's bar
+    assert "partitions ensure: 1/2" not in text  # the count lines are for non-terminals
+    assert stdout.decode().count("created login_history_") == 2
