@@ -43,6 +43,7 @@ def root(
 def serve() -> None:
     """Run the gRPC server (configured by IDENTITY_* variables)."""
     from identity.cli.preflight import check_dependencies, preflight
+    from identity.container import build_services
     from identity.server import serve as serve_forever
 
     config = settings(needs_secret=True)
@@ -50,7 +51,14 @@ def serve() -> None:
 
     async def main() -> None:
         await check_dependencies(config)
-        await serve_forever(config)
+        services = await build_services(config)
+        try:
+            await serve_forever(config, services)
+        except BaseException:
+            # Start-up failed before the server took charge of them: an open pool's
+            # workers would keep the process from exiting (closing twice is harmless).
+            await services.close()
+            raise
 
     run(main())
 
