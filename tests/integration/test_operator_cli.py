@@ -191,3 +191,15 @@ def test_partition_work_draws_a_bar_on_a_terminal():
     assert "partitions ensure" in text and "2/2" in text and "━" in text  # rich's bar
     assert "partitions ensure: 1/2" not in text  # the count lines are for non-terminals
     assert stdout.decode().count("created login_history_") == 2
+
+
+def test_a_database_from_a_newer_release_is_named_not_touched():
+    with fresh_database("identity_newer") as url:
+        upgrade(url)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = '0099'")
+        for args in (("migrate",), ("downgrade", "--revision", "0001", "--yes")):
+            done = _identity(url, *args)
+            assert done.returncode == 1 and "Traceback" not in done.stderr, done
+            assert "revision '0099'" in done.stderr and len(done.stderr.splitlines()) <= 2
+        assert current_revision(url) == "0099"

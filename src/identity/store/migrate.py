@@ -82,7 +82,13 @@ def resolve(revision: str) -> str | None:
 
 
 def _order(revision: str | None) -> int:
-    return 0 if revision is None else known_revisions().index(revision) + 1
+    known = known_revisions()
+    if revision is not None and revision not in known:
+        raise RevisionError(
+            f"the database is at revision {revision!r}, which this release does not know"
+            " (a newer release migrated it): run that release, or its downgrade"
+        )
+    return 0 if revision is None else known.index(revision) + 1
 
 
 def upgrade(database_url: str, revision: str = "head") -> str | None:
