@@ -22,9 +22,8 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin
  && mkdir -p /var/lib/identity \
  && chown identity:identity /var/lib/identity \
  && chmod 700 /var/lib/identity
-# The master secret lives here (docker-compose.yml mounts a named volume): a new volume
-# starts as a copy of this directory, so it belongs to the identity user.
-VOLUME /var/lib/identity
+# The master secret lives here (docker-compose.yml mounts a named volume on it): a new
+# named volume starts as a copy of this directory, so it belongs to the identity user.
 USER identity
 WORKDIR /home/identity
 
