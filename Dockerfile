@@ -18,7 +18,12 @@ RUN cp generated/identity_descriptor.pb src/identity/deploy/identity_descriptor.
  && pip install --no-cache-dir ".[gateway]" \
  && cd / && rm -rf /build
 
-RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin identity
+RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin identity \
+ && mkdir -p /var/lib/identity \
+ && chown identity:identity /var/lib/identity \
+ && chmod 700 /var/lib/identity
+# The master secret lives here (docker-compose.yml mounts a named volume on it): a new
+# named volume starts as a copy of this directory, so it belongs to the identity user.
 USER identity
 WORKDIR /home/identity
 

@@ -76,6 +76,9 @@ class Settings:
     grpc_reuseport: bool = field(default=False, metadata=_env("IDENTITY_GRPC_REUSEPORT"))
     # Master secret: encrypts private signing keys and TOTP secrets at rest (HKDF per purpose).
     secret_key: Secret = field(default=Secret(""), metadata=_env("IDENTITY_SECRET_KEY"))
+    # The usual `_FILE` convention for container secrets: the secret is read from this file
+    # (trailing newline dropped) so it never sits in the environment or `docker inspect`.
+    secret_key_file: str = field(default="", metadata=_env("IDENTITY_SECRET_KEY_FILE"))
 
     issuer: str = field(default="identity", metadata=_env("IDENTITY_ISSUER"))
     # Audiences written into access tokens; the first is the token's "aud", all are accepted.
@@ -176,15 +179,29 @@ class Settings:
                     values[f.name] = _PARSERS[str(f.type)](environ[name])
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
+        if values.get("secret_key_file"):
+            if environ.get("IDENTITY_SECRET_KEY"):
+                raise ValueError("set IDENTITY_SECRET_KEY or IDENTITY_SECRET_KEY_FILE, not both")
+            values["secret_key"] = Secret(_read_secret_file(values["secret_key_file"]))
         values.update(overrides)
         return cls(**values)
 
     def require_secret_key(self) -> bytes:
         if len(self.secret_key.reveal()) < 32:
             raise ValueError(
-                "IDENTITY_SECRET_KEY must be set to at least 32 characters (e.g. `openssl rand -hex 32`)"
+                "IDENTITY_SECRET_KEY (or a file named by IDENTITY_SECRET_KEY_FILE) must hold"
+                " at least 32 characters (e.g. `openssl rand -hex 32`)"
             )
         return self.secret_key.reveal().encode()
+
+
+def _read_secret_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ValueError(f"IDENTITY_SECRET_KEY_FILE: cannot read {path}: {reason}") from None
 
 
 def env_names() -> list[tuple[str, str]]:

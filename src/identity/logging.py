@@ -20,6 +20,18 @@ def _redact(_: object, __: str, event: structlog.typing.EventDict) -> structlog.
     return event
 
 
+class _CurrentStderr:
+    """sys.stderr as it is when a line is written, not as it was at configure time: loggers
+    are cached on first use, and a stream swapped since (a test runner's, a closed one)
+    must not take their lines, nor may stdout, which belongs to command output."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -34,6 +46,6 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

@@ -150,8 +150,8 @@ async def start_server(
     return running
 
 
-async def serve(settings: Settings) -> None:
-    running = await start_server(settings)
+async def serve(settings: Settings, services: Services | None = None) -> None:
+    running = await start_server(settings, services)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -76,6 +76,20 @@ def test_dev_stack_starts_private_services_and_serves_both_paths():
         assert _port_open(pg_port) and _port_open(redis_port)
         secret = dev_dir / "secret-key"
         assert secret.stat().st_mode & 0o077 == 0
+
+        # The stack's last lines say how to point the CLI at it; doing so works.
+        exports = next(
+            line for line in (dev_dir / "stack.log").read_text().splitlines() if "export IDENTITY_" in line
+        )
+        cli_env = {k: v for k, v in env.items() if not k.startswith("IDENTITY_")}
+        for assignment in exports.split("export ", 1)[1].split():
+            name, _, value = assignment.partition("=")
+            cli_env[name] = value.strip("'")
+        doctor = subprocess.run(
+            [str(BIN / "identity"), "doctor"], env=cli_env, capture_output=True, text=True, timeout=60
+        )
+        assert doctor.returncode == 0, doctor.stdout + doctor.stderr
+        assert "opens with this secret" in doctor.stdout
     finally:
         stack.send_signal(signal.SIGTERM)
         try:

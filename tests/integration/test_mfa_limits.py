@@ -110,8 +110,8 @@ async def test_operator_reset_opens_a_locked_factor_removes_it_and_ends_sessions
 
     shown = await identity_cli(database_url, "users", "show", "--login", account.login)
     assert shown.exit_code == 0, shown.output
-    assert "totp      enabled" in shown.output and "locked since" in shown.output
-    assert "10 unused code(s)" in shown.output
+    assert "mfa:            on (10 recovery code(s) left)" in shown.output
+    assert "mfa locked:     since" in shown.output
 
     result = await identity_cli(database_url, "users", "mfa-reset", "--login", account.login)
     assert result.exit_code == 0, result.output
@@ -130,7 +130,7 @@ async def test_operator_reset_opens_a_locked_factor_removes_it_and_ends_sessions
         row = await cur.fetchone()
     assert (row["codes"], row["factors"]) == (0, 0)
     shown = await identity_cli(database_url, "users", "show", "--login", account.login)
-    assert "totp      off" in shown.output
+    assert "mfa:            off" in shown.output and "mfa locked" not in shown.output
 
     missing = await identity_cli(database_url, "users", "mfa-reset", "--login", "nobody-here-at-all")
     assert missing.exit_code == 1 and "USER_NOT_FOUND" in missing.output

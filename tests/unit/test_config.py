@@ -47,3 +47,19 @@ def test_every_setting_has_a_documented_variable() -> None:
     readme = (__import__("pathlib").Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [name for name in names if f"`{name}`" not in readme]
     assert not missing, f"README.md does not document {missing}"
+
+
+def test_secret_key_file_is_read_without_its_newline(tmp_path) -> None:
+    path = tmp_path / "secret-key"
+    path.write_text("f" * 40 + "\n")
+    settings = Settings.from_env({"IDENTITY_SECRET_KEY_FILE": str(path)})
+    assert settings.require_secret_key() == b"f" * 40
+
+
+def test_secret_key_file_problems_name_the_variable(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"IDENTITY_SECRET_KEY_FILE: cannot read .*absent"):
+        Settings.from_env({"IDENTITY_SECRET_KEY_FILE": str(tmp_path / "absent")})
+    path = tmp_path / "secret-key"
+    path.write_text("f" * 40)
+    with pytest.raises(ValueError, match="not both"):
+        Settings.from_env({"IDENTITY_SECRET_KEY_FILE": str(path), "IDENTITY_SECRET_KEY": "g" * 40})

@@ -2,48 +2,121 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from identity.cli import keys, partitions, roles, service_keys, sessions, users
+from identity.cli import doctor, keys, partitions, roles, runtime, service_keys, sessions, users
+from identity.cli.errors import OperatorError, OperatorGroup
+from identity.cli.output import JsonOpt, emit_json
 from identity.cli.runtime import run, settings
 from identity.config import env_names
 
-app = typer.Typer(help="identity: accounts, sessions, tokens and roles.", no_args_is_help=True)
+app = typer.Typer(
+    cls=OperatorGroup,
+    help="identity: accounts, sessions, tokens and roles.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 app.add_typer(keys.app, name="keys")
 app.add_typer(sessions.app, name="sessions")
 app.add_typer(partitions.app, name="partitions")
 app.add_typer(roles.app, name="roles")
 app.add_typer(users.app, name="users")
 app.add_typer(service_keys.app, name="service-keys")
+app.command("doctor")(doctor.doctor)
+
+
+@app.callback()
+def root(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Debug logs, and a traceback when a command fails.")
+    ] = False,
+) -> None:
+    """identity: accounts, sessions, tokens and roles."""
+    runtime.debug = debug
 
 
 @app.command()
 def serve() -> None:
     """Run the gRPC server (configured by IDENTITY_* variables)."""
+    from identity.cli.preflight import check_dependencies, preflight
+    from identity.container import build_services
     from identity.server import serve as serve_forever
 
-    run(serve_forever(settings()))
+    config = settings(needs_secret=True)
+    preflight(config)
+
+    async def main() -> None:
+        await check_dependencies(config)
+        services = await build_services(config)
+        try:
+            await serve_forever(config, services)
+        except BaseException:
+            # Start-up failed before the server took charge of them: an open pool's
+            # workers would keep the process from exiting (closing twice is harmless).
+            await services.close()
+            raise
+
+    run(main())
+
+
+RevisionOpt = Annotated[str, typer.Option("--revision", help="Target revision (an id, or head).")]
 
 
 @app.command()
-def migrate(revision: str = typer.Option("head", help="Target revision.")) -> None:
-    """Upgrade the database schema (Alembic)."""
+def migrate(revision: RevisionOpt = "head") -> None:
+    """Upgrade the database schema (Alembic). Never goes down: see `identity downgrade`."""
     from identity.store.migrate import upgrade
 
-    config = settings()
-    upgrade(config.database_url, revision)
-    typer.echo(f"database at {revision}")
+    config = settings(needs_secret=False)
+    reached = upgrade(config.database_url, revision)
+    typer.echo(f"database at {reached or 'base'}")
+
+
+@app.command()
+def downgrade(
+    revision: Annotated[str, typer.Option("--revision", help="Revision to go down to (an id, or base).")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Downgrade the schema to REVISION, undoing every later migration (data in what they
+    added is lost). Asks for confirmation unless --yes."""
+    from identity.store.migrate import downgrade as go_down
+    from identity.store.migrate import downgrade_steps
+
+    config = settings(needs_secret=False)
+    current, steps = downgrade_steps(config.database_url, revision)
+    if not steps:
+        typer.echo(f"database at {current or 'base'}: nothing to undo")
+        return
+    typer.echo(f"database at {current}; undoing {', '.join(steps)} (what they added is lost)", err=True)
+    if not yes:
+        if not sys.stdin.isatty():
+            raise OperatorError("downgrade needs confirmation", "run it on a terminal, or add --yes")
+        typer.confirm(f"Downgrade to {revision}?", abort=True, err=True)
+    reached = go_down(config.database_url, revision)
+    typer.echo(f"database at {reached or 'base'}")
 
 
 @app.command()
 def gateway(
-    listen: str = typer.Option("127.0.0.1:8080", help="HTTP address Envoy listens on."),
-    upstream: str = typer.Option("127.0.0.1:50051", help="The gRPC server."),
-    cors_origin: list[str] = typer.Option([], help="A website origin allowed by CORS (repeatable)."),
+    listen: str = typer.Option(
+        "127.0.0.1:8080", envvar="IDENTITY_HTTP_LISTEN", help="HTTP address Envoy listens on."
+    ),
+    upstream: str = typer.Option(
+        "127.0.0.1:50051", envvar="IDENTITY_GATEWAY_UPSTREAM", help="The gRPC server."
+    ),
+    cors_origin: list[str] = typer.Option(
+        [],
+        envvar="IDENTITY_CORS_ORIGINS",
+        help="A website origin allowed by CORS (repeatable; the variable takes several, space-separated).",
+    ),
     expose_service: list[str] = typer.Option(
-        [], help="Also expose this gRPC service over HTTP/JSON, e.g. identity.v1.RbacService (repeatable)."
+        [],
+        envvar="IDENTITY_GATEWAY_EXPOSE_SERVICES",
+        help="Also expose this gRPC service over HTTP/JSON, e.g. identity.v1.RbacService (repeatable).",
     ),
     descriptor: Path | None = typer.Option(None, help="Descriptor set (default: the generated one)."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the Envoy config and exit."),
@@ -67,13 +140,20 @@ def gateway(
             typer.echo(gw.render_config(cfg))
             return
     except (ValueError, FileNotFoundError) as exc:
-        raise typer.BadParameter(str(exc)) from None
-    raise typer.Exit(gw.run_gateway(cfg))
+        raise OperatorError(f"gateway: {exc}", "see `identity gateway --help`") from None
+    try:
+        code = gw.run_gateway(cfg)
+    except FileNotFoundError as exc:  # no envoy binary
+        raise OperatorError(f"gateway: {exc}") from None
+    raise typer.Exit(code)
 
 
 @app.command("config")
-def show_config() -> None:
+def show_config(json_output: JsonOpt = False) -> None:
     """List every IDENTITY_* variable with its default."""
+    if json_output:
+        emit_json({name: default for name, default in env_names()})
+        return
     for name, default in env_names():
         typer.echo(f"{name}={default}")
 

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from identity.cli.output import JsonOpt, emit_json, when
+from identity.cli.progress import progress_on_stderr
 from identity.cli.runtime import with_services
 from identity.container import Services
 
@@ -30,7 +32,8 @@ def ensure(
     of those months out of DEFAULT. Safe to run while servers run it too."""
 
     async def action(services: Services) -> None:
-        created = await services.partitions.ensure(months_ahead)
+        with progress_on_stderr("partitions ensure") as progress:
+            created = await services.partitions.ensure(months_ahead, progress=progress)
         for item in created:
             span = f"[{_day(item.start)}, {_day(item.end)})"
             typer.echo(f"created {item.name} {span}, moved {item.moved_rows} row(s) out of DEFAULT")
@@ -41,12 +44,27 @@ def ensure(
 
 
 @app.command("list")
-def list_partitions() -> None:
+def list_partitions(json_output: JsonOpt = False) -> None:
     """Every partition with its range [from, to) and its exact row count."""
 
     async def action(services: Services) -> None:
+        found = await services.partitions.list_partitions()
+        if json_output:
+            emit_json(
+                [
+                    {
+                        "name": p.name,
+                        "default": p.is_default,
+                        "from": when(p.start),
+                        "to": when(p.end),
+                        "rows": p.rows,
+                    }
+                    for p in found
+                ]
+            )
+            return
         typer.echo(f"{'PARTITION':<24}  {'FROM':<10}  {'TO':<10}  ROWS")
-        for p in await services.partitions.list_partitions():
+        for p in found:
             start, end = ("DEFAULT", "") if p.is_default else (_day(p.start), _day(p.end))
             typer.echo(f"{p.name:<24}  {start:<10}  {end:<10}  {p.rows}")
 
@@ -67,7 +85,8 @@ def prune(
     """Detach and drop the monthly partitions past retention. Never DEFAULT."""
 
     async def action(services: Services) -> None:
-        result = await services.partitions.prune(older_than, dry_run=dry_run)
+        with progress_on_stderr("partitions prune") as progress:
+            result = await services.partitions.prune(older_than, dry_run=dry_run, progress=progress)
         verb = "would drop" if result.dry_run else "dropped"
         for p in result.dropped:
             typer.echo(f"{verb} {p.name} [{_day(p.start)}, {_day(p.end)}), {p.rows} row(s)")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from identity.cli.output import JsonOpt, emit_json
 from identity.cli.runtime import with_services
 from identity.container import Services
 from identity.domain.permissions import Role, RolePatch
@@ -22,6 +23,18 @@ LoginOpt = Annotated[str, typer.Option("--login", help="The user's login.")]
 RoleOpt = Annotated[str, typer.Option("--role", help="Role name or id.")]
 
 
+def role_json(role: Role) -> dict[str, object]:
+    return {
+        "id": str(role.id),
+        "name": role.name,
+        "description": role.description,
+        "builtin": role.builtin,
+        "permissions": list(role.permissions),
+        "created_at": role.created_at.isoformat(),
+        "updated_at": role.updated_at.isoformat(),
+    }
+
+
 def _echo_role(role: Role) -> None:
     typer.echo(f"id:          {role.id}")
     typer.echo(f"name:        {role.name}{'  (built-in)' if role.builtin else ''}")
@@ -33,29 +46,38 @@ def _echo_role(role: Role) -> None:
 
 
 @app.command("list")
-def list_roles() -> None:
+def list_roles(json_output: JsonOpt = False) -> None:
     """Every role with its number of permissions."""
 
     async def action(services: Services) -> None:
-        typer.echo(f"{'NAME':<32} {'ID':<36} {'PERMS':>5}  BUILT-IN")
+        everything: list[Role] = []
         token = ""
         while True:
             roles, token = await services.roles.list_roles(OPERATOR, 200, token)
-            for role in roles:
-                builtin = "yes" if role.builtin else ""
-                typer.echo(f"{role.name:<32} {role.id!s:<36} {len(role.permissions):>5}  {builtin}")
+            everything.extend(roles)
             if not token:
-                return
+                break
+        if json_output:
+            emit_json([role_json(role) for role in everything])
+            return
+        typer.echo(f"{'NAME':<32} {'ID':<36} {'PERMS':>5}  BUILT-IN")
+        for role in everything:
+            builtin = "yes" if role.builtin else ""
+            typer.echo(f"{role.name:<32} {role.id!s:<36} {len(role.permissions):>5}  {builtin}")
 
     with_services(action)
 
 
 @app.command()
-def show(role: RoleArg) -> None:
+def show(role: RoleArg, json_output: JsonOpt = False) -> None:
     """A role's details and permissions."""
 
     async def action(services: Services) -> None:
-        _echo_role(await services.roles.find_role(OPERATOR, role))
+        found = await services.roles.find_role(OPERATOR, role)
+        if json_output:
+            emit_json(role_json(found))
+        else:
+            _echo_role(found)
 
     with_services(action)
 

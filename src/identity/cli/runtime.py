@@ -3,27 +3,61 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-import typer
-
-from identity.config import Settings
+from identity.cli import errors
+from identity.cli.errors import OperatorError
+from identity.config import Secret, Settings
 from identity.container import Services, build_services
-from identity.domain.errors import DomainError
 from identity.logging import configure_logging
+from identity.store.probe import probe_postgres
 
 T = TypeVar("T")
 
+# Set by the root command's --debug: debug logs, and tracebacks on failure.
+debug = False
 
-def settings() -> Settings:
+
+def settings(*, needs_secret: bool = True, stand_in: bool = True) -> Settings:
+    """Settings from the environment, or an operator error naming the bad variable.
+
+    A command that neither reads nor writes anything encrypted at rest runs without the
+    master secret: it gets a random one for this process only, which keys nothing but
+    the page tokens the command hands itself."""
     try:
         loaded = Settings.from_env()
     except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    configure_logging(loaded.log_level, loaded.log_format)
+        raise OperatorError(f"invalid setting: {exc}", "`identity config` lists every variable") from None
+    level = "debug" if debug else loaded.log_level.strip().lower()
+    if level.upper() not in logging.getLevelNamesMapping():
+        raise OperatorError(
+            f"invalid setting: IDENTITY_LOG_LEVEL={loaded.log_level!r}", "use debug, info, warning or error"
+        )
+    if loaded.log_format not in {"auto", "json", "console"}:
+        raise OperatorError(
+            f"invalid setting: IDENTITY_LOG_FORMAT={loaded.log_format!r}", "use auto, json or console"
+        )
+    configure_logging(level, loaded.log_format)
+    errors.current_database_url = loaded.database_url
+    if needs_secret:
+        try:
+            loaded.require_secret_key()
+        except ValueError as exc:
+            raise OperatorError(
+                str(exc), "for the `make run` stack: export IDENTITY_SECRET_KEY_FILE=.dev/secret-key"
+            ) from None
+    elif stand_in and not loaded.secret_key:
+        loaded = stand_in_secret(loaded)
     return loaded
+
+
+def stand_in_secret(config: Settings) -> Settings:
+    return dataclasses.replace(config, secret_key=Secret(secrets.token_hex(32)), secret_key_file="")
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -37,6 +71,9 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 @asynccontextmanager
 async def services_for(config: Settings) -> AsyncIterator[Services]:
+    # One direct connection first: the pool would retry in the background and end in a
+    # timeout that no longer says why; this fails at once with the server's own reason.
+    await probe_postgres(config.database_url, config.db_timeout.total_seconds())
     services = await build_services(config)
     try:
         yield services
@@ -44,16 +81,13 @@ async def services_for(config: Settings) -> AsyncIterator[Services]:
         await services.close()
 
 
-def with_services(action: Callable[[Services], Awaitable[T]]) -> T:
-    """Runs one use case against fresh services; domain errors become a clean exit."""
-    config = settings()
+def with_services(action: Callable[[Services], Awaitable[T]], *, needs_secret: bool = False) -> T:
+    """Runs one use case against fresh services. Failures are reported by
+    identity.cli.errors (domain errors as `message (REASON)`)."""
+    config = settings(needs_secret=needs_secret)
 
     async def main() -> T:
         async with services_for(config) as services:
             return await action(services)
 
-    try:
-        return run(main())
-    except DomainError as error:
-        typer.secho(f"error: {error.message} ({error.reason})", err=True, fg=typer.colors.RED)
-        raise typer.Exit(1) from None
+    return run(main())

@@ -7,6 +7,7 @@ from uuid import UUID
 
 import typer
 
+from identity.cli.output import JsonOpt, emit_json, when
 from identity.cli.runtime import with_services
 from identity.container import Services
 
@@ -26,10 +27,26 @@ def create(name: Annotated[str, typer.Argument(help="The peer service's name, e.
 
 
 @app.command("list")
-def list_keys(name: Annotated[str | None, typer.Argument(help="Only the keys of this name.")] = None) -> None:
+def list_keys(
+    name: Annotated[str | None, typer.Argument(help="Only the keys of this name.")] = None,
+    json_output: JsonOpt = False,
+) -> None:
     """Keys with their state (the secrets themselves are never stored)."""
 
     async def action(services: Services) -> None:
+        if json_output:
+            emit_json(
+                [
+                    {
+                        "name": key.name,
+                        "id": str(key.id),
+                        "created_at": when(key.created_at),
+                        "revoked_at": when(key.revoked_at),
+                    }
+                    for key in await services.service_keys.list(name)
+                ]
+            )
+            return
         typer.echo(f"{'NAME':<24} {'ID':<36} {'CREATED':<25} REVOKED")
         for key in await services.service_keys.list(name):
             revoked = key.revoked_at.isoformat(timespec="seconds") if key.revoked_at else "-"

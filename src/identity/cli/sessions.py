@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from identity.cli.output import JsonOpt, emit_json
 from identity.cli.runtime import with_services
 from identity.container import Services
+from identity.services.sessions import ListedSession
 
 app = typer.Typer(help="A user's sessions (support).", no_args_is_help=True)
 
@@ -22,12 +24,32 @@ def _when(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
+def session_json(listed: ListedSession) -> dict[str, object]:
+    s = listed.session
+    return {
+        "id": str(s.id),
+        "created_at": s.created_at.isoformat(),
+        "last_used_at": s.last_used_at.isoformat(),
+        "expires_at": listed.expires_at.isoformat(),
+        "ip": s.ip,
+        "user_agent": s.user_agent,
+    }
+
+
 @app.command("list")
-def list_sessions(login: LoginOption) -> None:
+def list_sessions(login: LoginOption, json_output: JsonOpt = False) -> None:
     """Show the user's live sessions, newest first."""
 
     async def action(services: Services) -> None:
         user, sessions = await services.sessions.list_for_login(login)
+        if json_output:
+            emit_json(
+                {
+                    "user": {"id": user.id, "login": user.login},
+                    "sessions": [session_json(listed) for listed in sessions],
+                }
+            )
+            return
         typer.echo(f"user {user.login} ({user.id}): {len(sessions)} live session(s)")
         if not sessions:
             return

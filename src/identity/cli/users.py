@@ -7,11 +7,15 @@ from typing import Annotated
 
 import typer
 
+from identity.cli.output import JsonOpt, emit_json
 from identity.cli.runtime import with_services
+from identity.cli.sessions import session_json
+from identity.cli.user_show import echo_overview, overview_json
 from identity.container import Services
 
 app = typer.Typer(
-    help="Users: bootstrap an admin, inspect permissions and MFA, unlock, reset MFA.", no_args_is_help=True
+    help="Users: bootstrap an admin, inspect an account and its permissions, unlock, reset MFA.",
+    no_args_is_help=True,
 )
 LoginOpt = Annotated[str, typer.Option("--login", help="The user's login.")]
 
@@ -39,11 +43,44 @@ def create_superuser(login: LoginOpt) -> None:
 
 
 @app.command()
-def permissions(login: LoginOpt) -> None:
+def show(
+    login: LoginOpt,
+    last_logins: Annotated[
+        int, typer.Option("--last-logins", min=0, max=100, help="Login attempts shown.")
+    ] = 10,
+    json_output: JsonOpt = False,
+) -> None:
+    """The account at a glance: state, lockout, MFA, roles, live sessions, last logins."""
+
+    async def action(services: Services) -> None:
+        overview = await services.user_admin.overview(login, last_logins=last_logins)
+        _, sessions = await services.sessions.list_for_login(login)
+        max_failed = services.settings.max_failed_logins
+        if json_output:
+            emit_json(overview_json(overview, [session_json(s) for s in sessions], max_failed))
+        else:
+            echo_overview(overview, sessions, max_failed)
+
+    with_services(action)
+
+
+@app.command()
+def permissions(login: LoginOpt, json_output: JsonOpt = False) -> None:
     """The user's effective permissions and the roles granting each."""
 
     async def action(services: Services) -> None:
         user, effective = await services.user_admin.permissions(login)
+        if json_output:
+            emit_json(
+                {
+                    "user": {"id": str(user.id), "login": user.login},
+                    "permissions": [
+                        {"permission": item.permission, "granted_by": list(item.granted_by)}
+                        for item in effective
+                    ],
+                }
+            )
+            return
         if not effective:
             typer.echo(f"{user.login} holds no permission")
             return
@@ -83,25 +120,6 @@ def disable(login: LoginOpt) -> None:
 def enable(login: LoginOpt) -> None:
     """Enable a disabled account again."""
     _set_disabled(login, disabled=False)
-
-
-@app.command()
-def show(login: LoginOpt) -> None:
-    """The user: id, state, and second factor."""
-
-    async def action(services: Services) -> None:
-        user, mfa = await services.mfa.state_for_login(login)
-        typer.echo(f"user      {user.login} ({user.id})")
-        typer.echo(f"created   {user.created_at.isoformat(timespec='seconds')}")
-        typer.echo(f"state     {'disabled' if user.disabled_at else 'enabled'}")
-        totp = "enabled" if mfa.enabled else "pending setup" if mfa.pending else "off"
-        typer.echo(f"totp      {totp}")
-        if mfa.enabled:
-            typer.echo(f"recovery  {mfa.recovery_codes_left} unused code(s)")
-            locked = f"locked since {mfa.locked_at.isoformat(timespec='seconds')}" if mfa.locked_at else "no"
-            typer.echo(f"mfa lock  {locked} ({mfa.consecutive_failures} consecutive wrong code(s))")
-
-    with_services(action)
 
 
 @app.command("mfa-reset")

@@ -98,3 +98,15 @@ class Principal:
     user_id: UUID
     session_id: UUID
     token_id: str
+
+
+@dataclass(frozen=True)
+class AccountFacts:
+    """An account at a glance for operators: the lockout counter and the second factor."""
+
+    failed_logins: int
+    # "off": no TOTP factor; "pending": set up but never confirmed; "on": confirmed.
+    mfa_state: str
+    recovery_codes_left: int
+    # When the second factor locked after too many wrong codes (None: not locked).
+    mfa_locked_at: datetime | None = None

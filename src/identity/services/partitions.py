@@ -8,6 +8,7 @@ what keeps a login from ever failing for want of a partition."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -20,6 +21,9 @@ from identity.store.database import Database
 from identity.store.partitions import partition_name
 
 log = structlog.get_logger("identity.partitions")
+
+# (steps done, steps in all, the partition being worked on or ""): for a progress display.
+Progress = Callable[[int, int, str], None]
 
 MAX_MONTHS_AHEAD = 120
 MAX_RETENTION_MONTHS = 1200
@@ -61,7 +65,11 @@ class PartitionService:
         self.retention_months = retention_months
 
     async def ensure(
-        self, months_ahead: int | None = None, *, first_month: datetime | None = None
+        self,
+        months_ahead: int | None = None,
+        *,
+        first_month: datetime | None = None,
+        progress: Progress | None = None,
     ) -> list[CreatedPartition]:
         """Creates each missing monthly partition from first_month (default: the
         current month) to months_ahead months after it, in one transaction."""
@@ -72,14 +80,31 @@ class PartitionService:
         async with self._db.transaction() as uow:
             await uow.partitions.lock()
             existing = await uow.partitions.partitions()
-            for start, end in months_to_cover(first_month or self._clock.now(), ahead):
-                if any(p.overlaps(start, end) for p in existing):
-                    continue
+            missing = [
+                (start, end)
+                for start, end in months_to_cover(first_month or self._clock.now(), ahead)
+                if not any(p.overlaps(start, end) for p in existing)
+            ]
+            for start, end in missing:
+                _report(progress, len(created), len(missing), partition_name(start))
                 moved = await uow.partitions.create_month(start, end)
                 created.append(CreatedPartition(partition_name(start), start, end, moved))
+            _report(progress, len(created), len(missing), "")
         for item in created:
             log.info("partition_created", partition=item.name, moved_rows=item.moved_rows)
         return created
+
+    async def uncovered_months(self, months_ahead: int | None = None) -> list[datetime]:
+        """Read-only: the months from the current one to months_ahead later that have no
+        partition yet (their logins would land in DEFAULT)."""
+        ahead = self.months_ahead if months_ahead is None else months_ahead
+        async with self._db.transaction() as uow:
+            existing = await uow.partitions.partitions()
+        return [
+            start
+            for start, end in months_to_cover(self._clock.now(), ahead)
+            if not any(p.overlaps(start, end) for p in existing)
+        ]
 
     async def list_partitions(self) -> list[Partition]:
         """Every partition with its range and exact row count, oldest first, DEFAULT last."""
@@ -87,7 +112,12 @@ class PartitionService:
             return await uow.partitions.partitions(with_counts=True)
 
     async def prune(
-        self, older_than_months: int | None = None, *, dry_run: bool = False, now: datetime | None = None
+        self,
+        older_than_months: int | None = None,
+        *,
+        dry_run: bool = False,
+        now: datetime | None = None,
+        progress: Progress | None = None,
     ) -> PruneResult:
         """Detaches and drops the monthly partitions that end on or before the cutoff."""
         months = self.retention_months if older_than_months is None else older_than_months
@@ -102,12 +132,19 @@ class PartitionService:
                 if not p.is_default and p.end is not None and p.end <= cutoff
             ]
             if not dry_run:
-                for partition in expired:
+                for done, partition in enumerate(expired):
+                    _report(progress, done, len(expired), partition.name)
                     await uow.partitions.drop(partition.name)
+                _report(progress, len(expired), len(expired), "")
         if not dry_run:
             for partition in expired:
                 log.info("partition_dropped", partition=partition.name, rows=partition.rows)
         return PruneResult(cutoff, expired, dry_run)
+
+
+def _report(progress: Progress | None, done: int, total: int, current: str) -> None:
+    if progress is not None:
+        progress(done, total, current)
 
 
 async def run_periodic_ensure(service: PartitionService, interval: timedelta) -> None:

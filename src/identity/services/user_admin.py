@@ -16,6 +16,7 @@ from identity.domain.permissions import SUPERUSER_ROLE_ID, EffectivePermission
 from identity.security.passwords import PasswordHasher
 from identity.services.authz_sync import RbacSync
 from identity.services.permission_cache import PermissionCache
+from identity.services.user_overview import UserOverview, load_overview
 from identity.store.database import Database
 
 log = structlog.get_logger("identity.user_admin")
@@ -76,3 +77,7 @@ class UserAdminService:
     async def permissions(self, login: str) -> tuple[User, list[EffectivePermission]]:
         user = await self.by_login(login)
         return user, (await self._cache.grants(user.id)).effective()
+
+    async def overview(self, login: str, *, last_logins: int = 10) -> UserOverview:
+        """Read-only: the account's state, MFA, roles and latest login attempts."""
+        return await load_overview(self._db, await self.by_login(login), last_logins)

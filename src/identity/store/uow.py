@@ -15,6 +15,7 @@ from identity.store.roles import RoleRepository
 from identity.store.service_keys import ServiceKeyRepository
 from identity.store.sessions import SessionRepository
 from identity.store.totp_factors import TotpFactorRepository
+from identity.store.user_overview import UserOverviewRepository
 from identity.store.users import UserRepository
 
 if TYPE_CHECKING:
@@ -25,6 +26,7 @@ class UnitOfWork:
     def __init__(self, conn: psycopg.AsyncConnection[dict[str, object]]) -> None:
         self.conn = conn
         self.users = UserRepository(conn)
+        self.user_overview = UserOverviewRepository(conn)
         self.sessions = SessionRepository(conn)
         self.login_history = LoginHistoryRepository(conn)
         self.partitions = PartitionRepository(conn)
