@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 
@@ -37,16 +38,25 @@ def user(value: User) -> auth_pb2.User:
     )
 
 
+# The three answers that carry a token pair share these fields.
+_TokenAnswer = TypeVar(
+    "_TokenAnswer", auth_pb2.LoginResponse, auth_pb2.RefreshResponse, auth_pb2.VerifyMfaResponse
+)
+
+
+def _with_tokens(answer: _TokenAnswer, tokens: IssuedTokens) -> _TokenAnswer:
+    answer.access_token = tokens.access_token
+    answer.refresh_token = tokens.refresh_token
+    answer.token_type = TOKEN_TYPE
+    answer.access_token_expire_time.FromDatetime(tokens.access_token_expires_at)
+    answer.expires_in = tokens.expires_in_seconds
+    answer.session_id = str(tokens.session_id)
+    answer.user_id = str(tokens.user_id)
+    return answer
+
+
 def refresh_response(tokens: IssuedTokens) -> auth_pb2.RefreshResponse:
-    return auth_pb2.RefreshResponse(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        token_type=TOKEN_TYPE,
-        access_token_expire_time=timestamp(tokens.access_token_expires_at),
-        expires_in=tokens.expires_in_seconds,
-        session_id=str(tokens.session_id),
-        user_id=str(tokens.user_id),
-    )
+    return _with_tokens(auth_pb2.RefreshResponse(), tokens)
 
 
 def login_response(value: IssuedTokens | MfaChallenge) -> auth_pb2.LoginResponse:
@@ -55,30 +65,15 @@ def login_response(value: IssuedTokens | MfaChallenge) -> auth_pb2.LoginResponse
         return auth_pb2.LoginResponse(
             mfa_required=True, mfa_ticket=value.ticket, mfa_ticket_expire_time=timestamp(value.expires_at)
         )
-    return auth_pb2.LoginResponse(
-        access_token=value.access_token,
-        refresh_token=value.refresh_token,
-        token_type=TOKEN_TYPE,
-        access_token_expire_time=timestamp(value.access_token_expires_at),
-        expires_in=value.expires_in_seconds,
-        session_id=str(value.session_id),
-        user_id=str(value.user_id),
-    )
+    return _with_tokens(auth_pb2.LoginResponse(), value)
 
 
 def verify_mfa_response(
     tokens: IssuedTokens, recovery_codes_remaining: int | None
 ) -> auth_pb2.VerifyMfaResponse:
-    return auth_pb2.VerifyMfaResponse(
-        access_token=tokens.access_token,
-        refresh_token=tokens.refresh_token,
-        token_type=TOKEN_TYPE,
-        access_token_expire_time=timestamp(tokens.access_token_expires_at),
-        expires_in=tokens.expires_in_seconds,
-        session_id=str(tokens.session_id),
-        user_id=str(tokens.user_id),
-        recovery_codes_remaining=recovery_codes_remaining or 0,
-    )
+    answer = _with_tokens(auth_pb2.VerifyMfaResponse(), tokens)
+    answer.recovery_codes_remaining = recovery_codes_remaining or 0
+    return answer
 
 
 def totp_enrolment(value: TotpEnrolment) -> auth_pb2.SetupTotpResponse:
