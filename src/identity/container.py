@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from identity.config import Settings
 from identity.domain.clock import Clock, SystemClock
+from identity.domain.observer import NOOP, Observer
 from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
 from identity.services.account import AccountService
@@ -50,6 +51,7 @@ class Services:
     roles: RoleService
     service_keys: ServiceKeyService
     user_admin: UserAdminService
+    observer: Observer = NOOP
 
     async def close(self) -> None:
         # Before the pool closes: the lease row is released through it.
@@ -59,8 +61,11 @@ class Services:
         self.hasher.close()
 
 
-async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
-    """Everything, from settings; `clock` is the real time unless a test passes its own."""
+async def build_services(
+    settings: Settings, clock: Clock | None = None, observer: Observer = NOOP
+) -> Services:
+    """Everything, from settings; `clock` is the real time unless a test passes its own;
+    `observer` receives metrics and trace events (identity.observability.Telemetry)."""
     clock = clock or SystemClock()
     master_key = settings.require_secret_key()
     db = Database(
@@ -68,10 +73,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_timeout.total_seconds(),
+        observer=observer,
     )
     await db.open()
-    redis = RedisStore(settings.redis_url, settings.redis_prefix)
-    hasher = PasswordHasher(settings.bcrypt_rounds, settings.hash_concurrency)
+    redis = RedisStore(settings.redis_url, settings.redis_prefix, observer)
+    hasher = PasswordHasher(settings.bcrypt_rounds, settings.hash_concurrency, observer)
     keys = KeyService(
         db,
         SecretBox(master_key, "signing-keys"),
@@ -93,10 +99,19 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         per_account=settings.login_attempts_per_account,
         per_ip=settings.login_attempts_per_ip,
         window=settings.login_window,
+        observer=observer,
     )
-    credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=settings.max_failed_logins)
+    credentials = CredentialCheck(
+        db, hasher, throttle, clock, max_failed_logins=settings.max_failed_logins, observer=observer
+    )
     auth = AuthService(
-        db, hasher, tokens, credentials, clock, refresh_reuse_grace=settings.refresh_reuse_grace
+        db,
+        hasher,
+        tokens,
+        credentials,
+        clock,
+        refresh_reuse_grace=settings.refresh_reuse_grace,
+        observer=observer,
     )
     page_tokens = PageTokens(master_key)
     rbac_sync = RbacSync(
@@ -104,8 +119,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         RbacChannel(settings.database_url, connect_timeout=settings.db_timeout.total_seconds()),
         clock,
         lease_ttl=settings.rbac_lease,
+        observer=observer,
     )
-    permission_cache = PermissionCache(db, rbac_sync, clock, max_users=settings.permission_cache_size)
+    permission_cache = PermissionCache(
+        db, rbac_sync, clock, max_users=settings.permission_cache_size, observer=observer
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -126,8 +144,9 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
             retention_months=settings.login_history_retention_months,
         ),
         rbac_sync=rbac_sync,
-        authz=AuthzService(permission_cache, tokens),
+        authz=AuthzService(permission_cache, tokens, observer),
         roles=RoleService(db, permission_cache, rbac_sync, tokens, page_tokens, clock),
         service_keys=ServiceKeyService(db, rbac_sync),
         user_admin=UserAdminService(db, hasher, permission_cache, rbac_sync),
+        observer=observer,
     )

@@ -12,6 +12,7 @@ from identity.domain.clock import Clock
 from identity.domain.errors import RefreshTokenInvalid, RefreshTokenReused
 from identity.domain.logins import canonical_login, display_login, validate_email
 from identity.domain.models import ClientInfo, IssuedTokens, LoginOutcome, Principal, User
+from identity.domain.observer import NOOP, Observer, RefreshOutcome
 from identity.domain.passwords import check_password_policy
 from identity.security import opaque
 from identity.security.passwords import PasswordHasher
@@ -33,7 +34,9 @@ class AuthService:
         clock: Clock,
         *,
         refresh_reuse_grace: timedelta = timedelta(0),
+        observer: Observer = NOOP,
     ) -> None:
+        self._observer = observer
         self._db = db
         self._hasher = hasher
         self._tokens = tokens
@@ -90,7 +93,9 @@ class AuthService:
         if reused_session is not None:
             # Raised outside the block so the revocation above is committed.
             log.warning("refresh_token_reuse", session_id=str(reused_session))
+            self._observer.refresh(RefreshOutcome.REUSE_DETECTED)
             raise RefreshTokenReused()
+        self._observer.refresh(RefreshOutcome.ROTATED)
         return await self._with_access_token(
             IssuedTokens("", now, new_refresh, session.id, session.user_id, 0)
         )
