@@ -99,7 +99,8 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
                             attributes={a.key: _attr_value(a.value) for a in span.attributes},
                             status_code=span.status.code,
                             event_attributes=[
-                                {a.key: _attr_value(a.value) for a in event.attributes} for event in span.events
+                                {a.key: _attr_value(a.value) for a in event.attributes}
+                                for event in span.events
                             ],
                         )
                     )

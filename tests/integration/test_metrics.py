@@ -68,7 +68,10 @@ async def test_logins_refreshes_and_rpcs_are_counted(database_url) -> None:
         assert delta(after, before, count, grpc_service=AUTH, grpc_method="Login") == 3
         inf = "grpc_server_handling_seconds_bucket"
         assert delta(after, before, inf, grpc_service=AUTH, grpc_method="Login", le="+Inf") == 3
-        assert delta(after, before, "grpc_server_handling_seconds_sum", grpc_service=AUTH, grpc_method="Login") > 0
+        assert (
+            delta(after, before, "grpc_server_handling_seconds_sum", grpc_service=AUTH, grpc_method="Login")
+            > 0
+        )
         # Bounded labels only: no login, user id or token anywhere in the exposition.
         assert login not in after.text
         assert first.user_id not in after.text
@@ -138,7 +141,14 @@ async def test_permission_decisions_and_the_cache_are_counted(database_url) -> N
         assert delta(after_write, after_checks, "identity_permission_cache_misses_total") == 1
         handled = "grpc_server_handled_total"
         assert (
-            delta(after_checks, before, handled, grpc_service=RBAC, grpc_method="CheckPermission", grpc_code="OK")
+            delta(
+                after_checks,
+                before,
+                handled,
+                grpc_service=RBAC,
+                grpc_method="CheckPermission",
+                grpc_code="OK",
+            )
             == 6
         )
 
@@ -149,7 +159,10 @@ async def test_state_gauges_and_build_info(database_url) -> None:
     ) as (_, running):
 
         def sampled(now: Scrape) -> bool:
-            return now.value("identity_signing_keys_published") > 0 and now.value("identity_rbac_lease_held") == 1
+            return (
+                now.value("identity_signing_keys_published") > 0
+                and now.value("identity_rbac_lease_held") == 1
+            )
 
         now = await scrape_of(running)
         deadline = time.monotonic() + 10
