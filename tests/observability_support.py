@@ -75,7 +75,7 @@ class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
         self.spans: list[Span] = []
         self.lock = threading.Lock()
 
-    def Export(self, request, context):  # noqa: N802 - the generated name
+    def Export(self, request, context):
         received = []
         for resource_spans in request.resource_spans:
             service = next(

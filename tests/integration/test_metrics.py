@@ -4,9 +4,11 @@ prometheus_client.parser: each counter moves by exactly what the calls did."""
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -231,3 +233,15 @@ async def test_pool_timeouts_are_counted(database_url) -> None:
         assert error.value.code() == grpc.StatusCode.UNAVAILABLE
         after = await scrape_of(running)
         assert delta(after, before, "identity_db_pool_timeouts_total") >= 1
+
+
+async def test_the_alerts_and_the_dashboard_name_only_exported_series(database_url) -> None:
+    root = Path(__file__).resolve().parents[2] / "monitoring"
+    referenced = set()
+    for path in (root / "alerts.yml", root / "grafana-dashboard.json"):
+        referenced |= set(re.findall(r"\b((?:identity|grpc_server)_[a-z_]+)\b", path.read_text()))
+    assert len(referenced) > 15
+    async with server_with(database_url, metrics_listen="127.0.0.1:0") as (stub, running):
+        await stub.GetJwks(auth_pb2.GetJwksRequest())
+        exported = {name for name, _ in (await scrape_of(running)).samples}
+    assert referenced <= exported, referenced - exported
