@@ -20,6 +20,12 @@ the tests. In one run it:
    allowed when it stops; h2load alone would count a gRPC error as a success;
 5. prints throughput, p50/p99 of both, their ratio, and p99 at half the echo rate.
 
+With --metrics, a third set of `identity serve` processes runs with the metrics
+listener on (IDENTITY_METRICS_LISTEN, one PROMETHEUS_MULTIPROC_DIR for the set, as a
+supervisor runs workers) in the same alternating rounds, and the report adds its
+throughput against metrics off (target: within 10 %) and checks that one scrape
+counted every check of both processes.
+
 Targets (issue 4): throughput >= 70% of the echo ceiling; p99 <= 10 ms at half rate.
 Exit status: 0 when met, 2 when a target is missed, 1 when the answers are wrong.
 The figures are only as quiet as the machine: run it on an otherwise idle one.
@@ -44,6 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +72,8 @@ METHOD = "/identity.v1.RbacService/CheckPermission"
 PERMISSION = "catalog.films.read"
 TARGET_RATIO = 0.70
 TARGET_P99_MS = 10.0
+# Issue 12: CheckPermission with the metrics listener on keeps >= 90 % of the throughput.
+TARGET_METRICS_RATIO = 0.90
 
 
 @dataclass
@@ -303,6 +312,7 @@ class Side:
     full: list[Run]
     sent: int = 0
     half: Run | None = None
+    metrics_port: int | None = None
 
     def measure(self, load: Load, label: str, *, seconds: float, rps: float | None = None) -> Run:
         run = load.run(label, self.port, seconds=seconds, rps=rps)
@@ -326,8 +336,11 @@ def start_echo(processes: int, workdir: Path) -> Side:
     return Side("echo", port, servers, [])
 
 
-def start_identity(processes: int, workdir: Path, database_url: str, redis_url: str) -> Side:
+def start_identity(
+    processes: int, workdir: Path, database_url: str, redis_url: str, *, metrics: bool = False
+) -> Side:
     port = free_port()
+    name = "identity-metrics" if metrics else "identity"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
     env.update(
         IDENTITY_DATABASE_URL=database_url,
@@ -339,9 +352,34 @@ def start_identity(processes: int, workdir: Path, database_url: str, redis_url: 
         IDENTITY_LOG_FORMAT="json",
         IDENTITY_LOG_LEVEL="info",
     )
+    side = Side(name, port, [], [])
+    if metrics:
+        multiproc = workdir / "metrics"
+        multiproc.mkdir()
+        side.metrics_port = free_port()
+        env.update(
+            IDENTITY_METRICS_LISTEN=f"127.0.0.1:{side.metrics_port}", PROMETHEUS_MULTIPROC_DIR=str(multiproc)
+        )
     command = [str(BIN / "identity"), "serve"]
-    servers = [start(command, env, workdir / f"identity-{i}.log") for i in range(processes)]
-    return Side("identity", port, servers, [])
+    side.processes = [start(command, env, workdir / f"{name}-{i}.log") for i in range(processes)]
+    return side
+
+
+def scraped_checks(side: Side) -> int:
+    """CheckPermission calls counted by the metrics listener, over every process."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{side.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return round(
+        sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "grpc_server_handled_total"
+            and sample.labels.get("grpc_method") == "CheckPermission"
+        )
+    )
 
 
 def echo_calls(side: Side) -> int:
@@ -372,19 +410,23 @@ def identity_checks(side: Side, workdir: Path) -> int:
     return checks
 
 
-def benchmark(load: Load, echo: Side, identity: Side, rounds: int, warmup: float, verify: Any) -> None:
-    """Warm both up, then alternate full-speed runs (so drift in the machine's speed hits
-    both alike), then one open-loop run each at half the echo rate."""
-    for side in (echo, identity):
+def benchmark(
+    load: Load, echo: Side, identities: list[Side], rounds: int, warmup: float, verify: Any
+) -> None:
+    """Warm each up, then alternate full-speed runs (so drift in the machine's speed hits
+    all alike), then one open-loop run each at half the echo rate."""
+    sides = [echo, *identities]
+    for side in sides:
         if warmup > 0:
             side.measure(load, f"{side.name}-warmup", seconds=warmup)
     for round_ in range(rounds):
-        for side in (echo, identity):
+        for side in sides:
             side.full.append(side.measure(load, f"{side.name}-{round_}", seconds=load.seconds))
     half_rate = statistics.median(run.rate for run in echo.full) / 2
-    for side in (echo, identity):
+    for side in sides:
         side.half = side.measure(load, f"{side.name}-half", seconds=load.seconds, rps=half_rate)
-    identity.sent += verify()
+    for side in identities:
+        side.sent += verify(side)
 
 
 _SECRET = "bench-secret-" + secrets.token_hex(24)
@@ -432,6 +474,28 @@ def report(echo: Side, identity: Side, counted: tuple[int, int], load: Load, rou
     return 0 if met else 2
 
 
+def report_metrics(identity: Side, metered: Side, checks: int, scraped: int, load: Load) -> int:
+    assert metered.half is not None
+    rate, p50, p99 = metered.pooled(load.workdir)
+    ratios = [m.rate / i.rate for i, m in zip(identity.full, metered.full, strict=True) if i.rate]
+    ratio = statistics.median(ratios)
+    print()
+    print(f"{'identity, metrics on, full speed':<34}{rate:>9.0f}{p50:>9.2f}{p99:>9.2f}")
+    label = f"identity, metrics on, {metered.half.rate:.0f}/s (half)"
+    print(f"{label:<34}{metered.half.rate:>9.0f}{metered.half.p50_ms:>9.2f}{metered.half.p99_ms:>9.2f}")
+    shown = ", ".join(f"{r:.1%}" for r in ratios)
+    print(
+        f"metrics on vs off: {ratio:.1%} of the throughput (rounds: {shown}; "
+        f"target >= {TARGET_METRICS_RATIO:.0%})"
+    )
+    print(f"one scrape counted {scraped} CheckPermission calls; the servers answered {checks} checks")
+    if scraped != checks:
+        raise SystemExit("the metrics did not count every check")
+    met = ratio >= TARGET_METRICS_RATIO
+    print("metrics target met" if met else "METRICS TARGET MISSED")
+    return 0 if met else 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -453,6 +517,9 @@ def main() -> int:
         "--redis-url", default=os.environ.get("IDENTITY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    parser.add_argument(
+        "--metrics", action="store_true", help="also measure identity serve with the metrics listener on"
+    )
     args = parser.parse_args()
 
     binary = ensure_h2load()
@@ -480,19 +547,32 @@ def main() -> int:
         print(f"starting {args.processes} echo and {args.processes} identity serve processes ...", flush=True)
         echo = start_echo(args.processes, workdir)
         identity = start_identity(args.processes, workdir, database_url, args.redis_url)
-        try:
-            wait_serving([*echo.processes, *identity.processes])
-            address = f"127.0.0.1:{identity.port}"
-            identity.sent += verify_answers(address, user_id, key)
-            print(f"measuring ({args.rounds} rounds) ...", flush=True)
-            benchmark(
-                load, echo, identity, args.rounds, args.warmup, lambda: verify_answers(address, user_id, key)
+        identities = [identity]
+        if args.metrics:
+            identities.append(
+                start_identity(args.processes, workdir, database_url, args.redis_url, metrics=True)
             )
+        scraped = 0
+        try:
+            wait_serving([*echo.processes, *(p for side in identities for p in side.processes)])
+
+            def verify(side: Side) -> int:
+                return verify_answers(f"127.0.0.1:{side.port}", user_id, key)
+
+            for side in identities:
+                side.sent += verify(side)
+            print(f"measuring ({args.rounds} rounds) ...", flush=True)
+            benchmark(load, echo, identities, args.rounds, args.warmup, verify)
+            if args.metrics:
+                scraped = scraped_checks(identities[1])
         finally:
-            for process in (*echo.processes, *identity.processes):
+            for process in (*echo.processes, *(p for side in identities for p in side.processes)):
                 process.stop()
         counted = (echo_calls(echo), identity_checks(identity, workdir))
+        metered_checks = identity_checks(identities[1], workdir) if args.metrics else 0
     status = report(echo, identity, counted, load, args.rounds)
+    if args.metrics:
+        status = max(status, report_metrics(identity, identities[1], metered_checks, scraped, load))
     if args.keep:
         print(f"logs in {workdir}")
     else:

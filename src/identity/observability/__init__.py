@@ -112,11 +112,13 @@ class Telemetry:
         metrics_observer: MetricsObserver | None = None
         tracing_observer: TracingObserver | None = None
         if settings.metrics_listen:
-            from prometheus_client import CollectorRegistry
+            from prometheus_client import CollectorRegistry, disable_created_metrics
 
             from identity.observability.listener import MetricsListener, multiprocess_dir
             from identity.observability.metrics import Metrics, MetricsObserver
 
+            # No `_created` series next to every counter: nobody here reads them.
+            disable_created_metrics()  # type: ignore[no-untyped-call]
             registry = None if multiprocess_dir() else CollectorRegistry(auto_describe=True)
             self.metrics = Metrics(registry)
             self._listener = MetricsListener(settings.metrics_listen, registry)

@@ -23,6 +23,17 @@ from identity.domain.permissions import DecisionReason
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+# What a password check can end with (the MFA and refresh outcomes have series of their own).
+_PASSWORD_OUTCOMES = (
+    LoginOutcome.SUCCESS,
+    LoginOutcome.BAD_CREDENTIALS,
+    LoginOutcome.THROTTLED,
+    LoginOutcome.LOCKED_OUT,
+    LoginOutcome.ACCOUNT_DISABLED,
+    LoginOutcome.MFA_REQUIRED,
+)
+
+
 def _version() -> str:
     try:
         return metadata.version("identity")
@@ -160,7 +171,7 @@ class Metrics:
     def _zero_known_labels(self) -> None:
         # Every series of a fixed label set exists from the start (at 0), so a rate()
         # over it is defined and an alert can tell "none" from "no data".
-        for outcome in LoginOutcome:
+        for outcome in _PASSWORD_OUTCOMES:
             for kind in ("login", "reauthentication"):
                 self.logins.labels(kind, outcome.value.lower())
         for mfa in (LoginOutcome.MFA_SUCCESS, LoginOutcome.MFA_FAILED):
