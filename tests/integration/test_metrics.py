@@ -235,11 +235,18 @@ async def test_pool_timeouts_are_counted(database_url) -> None:
         assert delta(after, before, "identity_db_pool_timeouts_total") >= 1
 
 
-async def test_the_alerts_and_the_dashboard_name_only_exported_series(database_url) -> None:
-    root = Path(__file__).resolve().parents[2] / "monitoring"
-    referenced = set()
-    for path in (root / "alerts.yml", root / "grafana-dashboard.json"):
+MONITORING = Path(__file__).resolve().parents[2] / "monitoring"
+
+
+def _referenced_series() -> set[str]:
+    referenced: set[str] = set()
+    for path in (MONITORING / "alerts.yml", MONITORING / "grafana-dashboard.json"):
         referenced |= set(re.findall(r"\b((?:identity|grpc_server)_[a-z_]+)\b", path.read_text()))
+    return referenced
+
+
+async def test_the_alerts_and_the_dashboard_name_only_exported_series(database_url) -> None:
+    referenced = _referenced_series()
     assert len(referenced) > 15
     async with server_with(database_url, metrics_listen="127.0.0.1:0") as (stub, running):
         await stub.GetJwks(auth_pb2.GetJwksRequest())
