@@ -16,7 +16,7 @@ import pytest
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 from tests.e2e.conftest import BIN, ServerProcess, free_port, http, start_server_process, wait_for
 from tests.e2e.test_rbac_processes import identity
-from tests.observability_support import Span, TraceReceiver, trace_receiver
+from tests.observability_support import Span, TraceReceiver, delta, scrape, trace_receiver
 from tests.support import STRONG_PASSWORD, bearer, new_login
 
 SERVER_KIND = 2  # opentelemetry.proto.trace.v1.Span.SPAN_KIND_SERVER
@@ -37,10 +37,17 @@ def receiver() -> Iterator[TraceReceiver]:
 
 
 @pytest.fixture(scope="module")
-def traced(database_url, receiver, tmp_path_factory) -> Iterator[ServerProcess]:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def traced(database_url, receiver, metrics_port, tmp_path_factory) -> Iterator[ServerProcess]:
+    # Metrics on as well: both at once is what production runs.
     server = start_server_process(
         database_url,
         tmp_path_factory.mktemp("traced"),
+        IDENTITY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
         IDENTITY_OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         IDENTITY_LOG_LEVEL="debug",
         IDENTITY_TRUSTED_PROXY_HOPS="1",
@@ -70,7 +77,8 @@ def assert_no_secret(spans: list[Span], *secrets_: str) -> None:
                 assert secret not in str(value), (span.name, value)
 
 
-def test_login_span_tree_under_the_callers_trace(traced, receiver) -> None:
+def test_login_span_tree_under_the_callers_trace(traced, receiver, metrics_port) -> None:
+    before = scrape(metrics_port)
     login = new_login("traced")
     header, trace_id, parent_id = traceparent()
     with grpc.insecure_channel(traced.address) as channel:
@@ -98,6 +106,9 @@ def test_login_span_tree_under_the_callers_trace(traced, receiver) -> None:
     bcrypt_span = next(s for s in below if s.name == "bcrypt.verify")
     assert bcrypt_span.attributes["bcrypt.cost"] == 4
     assert_no_secret(spans, STRONG_PASSWORD, login, tokens.access_token, tokens.refresh_token)
+
+    # The same call is on the metrics.
+    assert delta(scrape(metrics_port), before, "identity_logins_total", kind="login", outcome="success") == 1
 
     # Every log line of the call carries its trace id.
     call_lines = [line for line in traced.log_lines() if line.get("rpc") == "Login" and line.get("trace_id")]
