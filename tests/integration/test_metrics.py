@@ -252,3 +252,23 @@ async def test_the_alerts_and_the_dashboard_name_only_exported_series(database_u
         await stub.GetJwks(auth_pb2.GetJwksRequest())
         exported = {name for name, _ in (await scrape_of(running)).samples}
     assert referenced <= exported, referenced - exported
+
+
+async def test_a_call_abandoned_by_its_client_is_counted_cancelled(database_url) -> None:
+    # Cost 14 takes about a second a hash: the client's deadline passes while it runs.
+    async with server_with(database_url, metrics_listen="127.0.0.1:0", bcrypt_rounds=14) as (stub, running):
+        before = await scrape_of(running)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Register(
+                auth_pb2.RegisterRequest(login=new_login(), password=STRONG_PASSWORD), timeout=0.2
+            )
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        labels = {"grpc_service": AUTH, "grpc_method": "Register"}
+        deadline = time.monotonic() + 10
+        while True:
+            after = await scrape_of(running)
+            if delta(after, before, "grpc_server_handled_total", grpc_code="CANCELLED", **labels) == 1:
+                break
+            assert time.monotonic() < deadline, "the cancelled call was not counted"
+            await asyncio.sleep(0.1)
+        assert delta(after, before, "grpc_server_handled_total", grpc_code="OK", **labels) == 0

@@ -4,6 +4,7 @@ observer told each call's method, status code and duration (metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import secrets
@@ -67,6 +68,10 @@ def _wrap(full_method: str, behavior: Behavior, observer: Observer) -> Behavior:
             await context.abort_with_status(status)
         except (grpc.aio.AbortError, grpc.RpcError):
             code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed: no answer was sent.
+            code = grpc.StatusCode.CANCELLED
             raise
         except NotImplementedError:
             # An RPC of the contract that is not built: say so, retrying will not help.
