@@ -118,6 +118,7 @@ async def start_server(
 ) -> RunningServer:
     # Before the services: tracing wraps the PostgreSQL driver before the pool connects.
     telemetry = Telemetry(settings)
+    built = services is None
     services = services or await build_services(settings, clock, telemetry.observer)
     await services.keys.ensure_ring()
     await services.keys.reload()
@@ -142,10 +143,17 @@ async def start_server(
     port = server.add_insecure_port(settings.grpc_listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
+    try:  # before serving: a metrics port that is taken fails the start
+        await telemetry.start(services)
+    except RuntimeError:
+        await telemetry.stop()
+        await services.rbac_sync.stop()
+        if built:
+            await services.close()
+        raise
     await server.start()
     running = RunningServer(server, services, health_servicer, port)
     running.telemetry = telemetry
-    await telemetry.start(services)
     running.start_health()
     running.start_partition_maintenance()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic

@@ -182,7 +182,10 @@ async def test_state_gauges_and_build_info(database_url) -> None:
         assert now.value("identity_db_pool_connections_max") == 7
         assert 0 <= now.value("identity_db_pool_connections_in_use") <= 7
         assert now.value("identity_db_pool_requests_waiting") == 0
-        assert now.value("identity_login_history_partition_months_ahead") == 3
+        # The server ensured 3 months ahead at start (other tests may have made more).
+        ready = await running.services.partitions.months_ready_ahead()
+        assert ready >= 3
+        assert now.value("identity_login_history_partition_months_ahead") == ready
         assert now.total("identity_build_info") == 1
         assert "identity_redis_errors" in now.names
         assert "identity_db_pool_timeouts" in now.names
@@ -272,3 +275,13 @@ async def test_a_call_abandoned_by_its_client_is_counted_cancelled(database_url)
             assert time.monotonic() < deadline, "the cancelled call was not counted"
             await asyncio.sleep(0.1)
         assert delta(after, before, "grpc_server_handled_total", grpc_code="OK", **labels) == 0
+
+
+async def test_a_taken_metrics_port_stops_the_server_with_a_clear_error(database_url) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for metrics"):
+            async with server_with(database_url, metrics_listen=f"127.0.0.1:{port}"):
+                pass

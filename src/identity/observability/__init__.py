@@ -170,4 +170,5 @@ class Telemetry:
         if self._listener is not None:
             self._listener.stop()
         if self.tracing is not None:
-            self.tracing.provider.force_flush()
+            # Blocks the loop, but only at shutdown and for at most this long.
+            self.tracing.provider.force_flush(timeout_millis=2000)

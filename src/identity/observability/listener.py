@@ -62,7 +62,9 @@ class MetricsListener:
         except OSError as exc:
             if self.multiprocess and exc.errno == errno.EADDRINUSE:
                 return False
-            raise
+            raise RuntimeError(
+                f"cannot listen on {self._host}:{self._port} for metrics: {exc.strerror}"
+            ) from None
         log.info("metrics_serving", host=self._host, port=self.port, multiprocess=self.multiprocess)
         return True
 

@@ -56,12 +56,14 @@ class Sampler:
 
     async def sample_slow(self) -> None:
         try:
+            # Read everything first, then set: a scrape sees one sample's values together.
             keys = await self._services.keys.list_keys()
+            published = len(await self._services.keys.jwks())
+            months = await self._services.partitions.months_ready_ahead()
             active = next((key for key in keys if key.state == "active"), None)
             if active is not None:
                 self._metrics.key_created.set(active.created_at.timestamp())
-            self._metrics.keys_published.set(len(await self._services.keys.jwks()))
-            months = await self._services.partitions.months_ready_ahead()
+            self._metrics.keys_published.set(published)
             self._metrics.partition_months.set(months)
         except BackendUnavailable:
             pass  # the database is down: health says so, and the last values stand

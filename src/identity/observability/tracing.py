@@ -82,7 +82,8 @@ class Tracing:
         self.provider = TracerProvider(resource=resource, sampler=sampler)
         # OTEL_BSP_* (batch size, delay) are read by the processor itself.
         self.provider.add_span_processor(
-            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure))
+            # A short export timeout: an unreachable collector must not hold up a shutdown.
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=5))
         )
         trace.set_tracer_provider(self.provider)
         PsycopgInstrumentor().instrument(tracer_provider=self.provider, skip_dep_check=True)
