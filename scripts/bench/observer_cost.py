@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """CPU cost of the metrics a cached CheckPermission moves (the call's counter and
 histogram, its decision, its cache hit), per call, in a loop: the instrumentation
-alone, without the noise of a loaded machine's network benchmark.
+alone, without the noise of a loaded machine's network benchmark. The tallies are
+flushed to the Prometheus values every 5000 calls (the server flushes once a second,
+about that many calls at full speed).
 
     .venv/bin/python scripts/bench/observer_cost.py             # one process
     .venv/bin/python scripts/bench/observer_cost.py --multiprocess  # as workers run"""
@@ -32,7 +34,9 @@ def main() -> None:
 
     observer = MetricsObserver(Metrics(None if args.multiprocess else CollectorRegistry()))
     started = time.process_time()
-    for _ in range(args.calls):
+    for call in range(args.calls):
+        if call % 5000 == 0:
+            observer.flush()
         observer.rpc_done("identity.v1.RbacService", "CheckPermission", "OK", 0.0002)
         observer.decision(DecisionReason.GRANTED)
         observer.permission_cache(CacheEvent.HIT)

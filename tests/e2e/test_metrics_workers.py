@@ -78,6 +78,8 @@ def test_one_scrape_sees_every_worker(database_url, tmp_path) -> None:
         per_worker = [jwks_calls(w) for w in workers]
         assert sum(per_worker) == CALLS
         assert all(count > 0 for count in per_worker), per_worker
+        # The other worker's tallies reach the shared files within a second.
+        wait_for(lambda: handled(metrics_port) == CALLS, "one scrape to count every call", timeout=5)
         assert handled(metrics_port) == CALLS
 
         # Both workers' gauges are live: the lease gauge is the minimum over them.

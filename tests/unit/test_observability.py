@@ -78,3 +78,51 @@ def test_services_do_not_import_the_telemetry_libraries() -> None:
         for path in (src / folder).glob("*.py"):
             text = path.read_text()
             assert "prometheus_client" not in text and "opentelemetry" not in text, path
+
+
+def _samples(registry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+
+
+def test_tallied_calls_flush_to_what_direct_observations_give() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from identity.observability.metrics import LATENCY_BUCKETS, Metrics, MetricsObserver
+
+    registry = CollectorRegistry()
+    observer = MetricsObserver(Metrics(registry))
+    reference = CollectorRegistry()
+    direct = Histogram(
+        "grpc_server_handling_seconds",
+        "",
+        ["grpc_service", "grpc_method"],
+        buckets=LATENCY_BUCKETS,
+        registry=reference,
+    ).labels("s", "m")
+    # Bounds themselves, values between them, and past the last bound.
+    values = [0.0, 0.0005, 0.0007, 0.001, 0.3, 2.5, 10.0, 11.0, 0.0005]
+    for value in values[:4]:
+        observer.rpc_done("s", "m", "OK", value)
+        direct.observe(value)
+    observer.flush()
+    for value in values[4:]:
+        observer.rpc_done("s", "m", "OK", value)
+        direct.observe(value)
+    observer.decision(DecisionReason.GRANTED)
+    observer.permission_cache(CacheEvent.HIT)
+    observer.flush()
+    observer.flush()  # nothing new: nothing added twice
+
+    got, want = _samples(registry), _samples(reference)
+    histogram = {
+        key: value for key, value in got.items() if key[0].startswith("grpc_server_handling_seconds")
+    }
+    assert histogram == pytest.approx(want)
+    labels = (("grpc_code", "OK"), ("grpc_method", "m"), ("grpc_service", "s"))
+    assert got[("grpc_server_handled_total", labels)] == len(values)
+    assert got[("identity_permission_decisions_total", (("reason", "GRANTED"),))] == 1
+    assert got[("identity_permission_cache_hits_total", ())] == 1

@@ -121,8 +121,9 @@ class Telemetry:
             disable_created_metrics()  # type: ignore[no-untyped-call]
             registry = None if multiprocess_dir() else CollectorRegistry(auto_describe=True)
             self.metrics = Metrics(registry)
-            self._listener = MetricsListener(settings.metrics_listen, registry)
             metrics_observer = MetricsObserver(self.metrics)
+            self._listener = MetricsListener(settings.metrics_listen, registry, metrics_observer.flush)
+        self._metrics_observer = metrics_observer
         endpoint = otlp_endpoint(settings)
         if endpoint is not None:
             from identity.observability.tracing import Tracing, TracingObserver
@@ -149,7 +150,8 @@ class Telemetry:
             return
         from identity.observability.sampler import Sampler
 
-        self._sampler = Sampler(self.metrics, services)
+        assert self._metrics_observer is not None
+        self._sampler = Sampler(self.metrics, services, self._metrics_observer.flush)
         self._sampler.start()
         if not self._listener.try_start():
             self._retry = asyncio.create_task(self._take_over(self._listener), name="metrics-listen")
@@ -167,6 +169,8 @@ class Telemetry:
                 await self._retry
         if self._sampler is not None:
             await self._sampler.stop()
+        if self._metrics_observer is not None:
+            self._metrics_observer.flush()
         if self._listener is not None:
             self._listener.stop()
         if self.tracing is not None:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import errno
 import os
 import threading
+from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIServer
 
 import structlog
 from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 log = structlog.get_logger("identity.metrics")
@@ -35,8 +37,25 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - the operator's choice
 
 
+class _FlushedFirst:
+    """What the listener serves: `registry`, after `flush` has added this process's
+    in-memory tallies (identity.observability.metrics) to it."""
+
+    def __init__(self, registry: CollectorRegistry, flush: Callable[[], None]) -> None:
+        self._registry = registry
+        self._flush = flush
+
+    def collect(self) -> Iterable[Metric]:
+        self._flush()
+        return self._registry.collect()
+
+    def restricted_registry(self, names: Iterable[str]) -> object:  # `?name[]=` scrapes
+        self._flush()
+        return self._registry.restricted_registry(names)
+
+
 class MetricsListener:
-    def __init__(self, listen: str, registry: CollectorRegistry | None) -> None:
+    def __init__(self, listen: str, registry: CollectorRegistry | None, flush: Callable[[], None]) -> None:
         self._host, self._port = parse_listen(listen)
         self.multiprocess = multiprocess_dir() is not None
         if self.multiprocess:
@@ -44,7 +63,7 @@ class MetricsListener:
             registry = CollectorRegistry()
             MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         assert registry is not None
-        self._registry = registry
+        self._served = _FlushedFirst(registry, flush)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -58,7 +77,7 @@ class MetricsListener:
         if self._server is not None:
             return True
         try:
-            self._server, self._thread = start_http_server(self._port, self._host, self._registry)
+            self._server, self._thread = start_http_server(self._port, self._host, self._served)
         except OSError as exc:
             if self.multiprocess and exc.errno == errno.EADDRINUSE:
                 return False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -24,8 +25,10 @@ SLOW_EVERY = 30  # fast ticks
 
 
 class Sampler:
-    def __init__(self, metrics: Metrics, services: Services) -> None:
+    def __init__(self, metrics: Metrics, services: Services, flush: Callable[[], None]) -> None:
         self._metrics = metrics
+        # The call tallies (MetricsObserver.flush): other workers' scrapes see them within a second.
+        self._flush = flush
         self._services = services
         self._task: asyncio.Task[None] | None = None
         metrics.pool_max.set(services.settings.db_pool_max)
@@ -49,6 +52,7 @@ class Sampler:
             await asyncio.sleep(FAST_SECONDS)
 
     def sample_fast(self) -> None:
+        self._flush()
         stats = self._services.db.pool_stats()
         self._metrics.pool_in_use.set(stats.get("pool_size", 0) - stats.get("pool_available", 0))
         self._metrics.pool_waiting.set(stats.get("requests_waiting", 0))
