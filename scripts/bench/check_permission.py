@@ -602,6 +602,8 @@ def main() -> int:
             print(f"measuring ({args.rounds} rounds) ...", flush=True)
             benchmark(load, echo, identities, args.rounds, args.warmup, verify)
             if args.metrics:
+                # Each worker adds its call tallies to the shared files once a second.
+                time.sleep(1.5)
                 scraped = scraped_checks(identities[1])
         finally:
             for process in (*echo.processes, *(p for side in identities for p in side.processes)):
