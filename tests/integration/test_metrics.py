@@ -11,13 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
+from identity.store.migrate import upgrade
 from identity.v1 import auth_pb2, rbac_pb2, rbac_pb2_grpc
 from tests.integration.harness import server_with
 from tests.observability_support import Scrape, delta, scrape
 from tests.rbac_support import by_user, give, new_permission, service_key
-from tests.support import STRONG_PASSWORD, failure, new_login
+from tests.support import STRONG_PASSWORD, failure, fresh_database, new_login
 
 AUTH = "identity.v1.AuthService"
 RBAC = "identity.v1.RbacService"
@@ -285,3 +287,28 @@ async def test_a_taken_metrics_port_stops_the_server_with_a_clear_error(database
         with pytest.raises(RuntimeError, match=f"cannot listen on 127.0.0.1:{port} for metrics"):
             async with server_with(database_url, metrics_listen=f"127.0.0.1:{port}"):
                 pass
+
+
+def _terminate_other_backends(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+async def test_a_lost_rbac_listening_connection_is_counted() -> None:
+    # A database of its own: every connection to it is cut.
+    with fresh_database("identity_metrics") as url:
+        await asyncio.to_thread(upgrade, url)
+        async with server_with(url, metrics_listen="127.0.0.1:0") as (_, running):
+            before = await scrape_of(running)
+            await asyncio.to_thread(_terminate_other_backends, url)
+            deadline = time.monotonic() + 10
+            while delta(await scrape_of(running), before, "identity_rbac_lease_losses_total") != 1:
+                assert time.monotonic() < deadline, "the lost lease was not counted"
+                await asyncio.sleep(0.1)
+            # It reconnects and holds its lease again.
+            while (await scrape_of(running)).value("identity_rbac_lease_held") != 1:
+                assert time.monotonic() < deadline + 10, "the lease was not taken again"
+                await asyncio.sleep(0.2)
