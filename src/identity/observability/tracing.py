@@ -86,7 +86,7 @@ class Tracing:
             BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=5))
         )
         trace.set_tracer_provider(self.provider)
-        PsycopgInstrumentor().instrument(tracer_provider=self.provider, skip_dep_check=True)
+        PsycopgInstrumentor().instrument(tracer_provider=self.provider)
         RedisInstrumentor().instrument(tracer_provider=self.provider)
         self.tracer = self.provider.get_tracer("identity")
 
