@@ -37,8 +37,8 @@ typecheck: install
 gen: install  ## regenerate generated/ from protos/
 	$(PY) scripts/gen-protos
 
-bench: install  ## CheckPermission against the bare grpc.aio echo ceiling
-	$(PY) scripts/bench/check_permission.py
+bench: install  ## CheckPermission against the bare grpc.aio echo ceiling (BENCH_ARGS=--metrics: also metrics on)
+	$(PY) scripts/bench/check_permission.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .dev *.egg-info

@@ -20,6 +20,14 @@ the tests. In one run it:
    allowed when it stops; h2load alone would count a gRPC error as a success;
 5. prints throughput, p50/p99 of both, their ratio, and p99 at half the echo rate.
 
+With --metrics, a third set of `identity serve` processes runs with the metrics
+listener on (IDENTITY_METRICS_LISTEN, one PROMETHEUS_MULTIPROC_DIR for the set, as a
+supervisor runs workers) in the same alternating rounds, and the report adds its
+throughput against metrics off, and the server CPU per call of both (target: metrics
+on costs at most 10 % of the throughput at saturation, judged by CPU per call, which a
+loaded machine disturbs far less than calls per second), and checks that one scrape
+counted every check of both processes.
+
 Targets (issue 4): throughput >= 70% of the echo ceiling; p99 <= 10 ms at half rate.
 Exit status: 0 when met, 2 when a target is missed, 1 when the answers are wrong.
 The figures are only as quiet as the machine: run it on an otherwise idle one.
@@ -44,9 +52,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +74,8 @@ METHOD = "/identity.v1.RbacService/CheckPermission"
 PERMISSION = "catalog.films.read"
 TARGET_RATIO = 0.70
 TARGET_P99_MS = 10.0
+# Issue 12: CheckPermission with the metrics listener on keeps >= 90 % of the throughput.
+TARGET_METRICS_RATIO = 0.90
 
 
 @dataclass
@@ -172,6 +183,11 @@ class Process:
             if isinstance(parsed, dict):
                 out.append(parsed)
         return out
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -303,11 +319,29 @@ class Side:
     full: list[Run]
     sent: int = 0
     half: Run | None = None
+    metrics_port: int | None = None
+    # Server CPU seconds and calls of the full-speed runs: CPU per call is far less
+    # disturbed by other load on the machine than calls per second are.
+    cpu: float = 0.0
+    cpu_calls: int = 0
+    cpu_rounds: list[float] = field(default_factory=list)  # CPU seconds per call, each full run
 
-    def measure(self, load: Load, label: str, *, seconds: float, rps: float | None = None) -> Run:
+    def measure(
+        self, load: Load, label: str, *, seconds: float, rps: float | None = None, full: bool = False
+    ) -> Run:
+        cpu_before = sum(p.cpu_seconds() for p in self.processes)
         run = load.run(label, self.port, seconds=seconds, rps=rps)
+        if full:
+            used = sum(p.cpu_seconds() for p in self.processes) - cpu_before
+            self.cpu += used
+            self.cpu_calls += run.requests
+            self.cpu_rounds.append(used / run.requests if run.requests else 0.0)
         self.sent += run.requests
         return run
+
+    @property
+    def cpu_us_per_call(self) -> float:
+        return self.cpu / self.cpu_calls * 1e6 if self.cpu_calls else 0.0
 
     def pooled(self, workdir: Path) -> tuple[float, float, float]:
         """(median calls/s over the rounds, p50 ms, p99 ms over every call of every round)."""
@@ -326,8 +360,11 @@ def start_echo(processes: int, workdir: Path) -> Side:
     return Side("echo", port, servers, [])
 
 
-def start_identity(processes: int, workdir: Path, database_url: str, redis_url: str) -> Side:
+def start_identity(
+    processes: int, workdir: Path, database_url: str, redis_url: str, *, metrics: bool = False
+) -> Side:
     port = free_port()
+    name = "identity-metrics" if metrics else "identity"
     env = {k: v for k, v in os.environ.items() if not k.startswith("IDENTITY_")}
     env.update(
         IDENTITY_DATABASE_URL=database_url,
@@ -339,9 +376,33 @@ def start_identity(processes: int, workdir: Path, database_url: str, redis_url: 
         IDENTITY_LOG_FORMAT="json",
         IDENTITY_LOG_LEVEL="info",
     )
+    side = Side(name, port, [], [])
+    if metrics:
+        multiproc = workdir / "metrics"
+        multiproc.mkdir()
+        side.metrics_port = free_port()
+        env.update(
+            IDENTITY_METRICS_LISTEN=f"127.0.0.1:{side.metrics_port}", PROMETHEUS_MULTIPROC_DIR=str(multiproc)
+        )
     command = [str(BIN / "identity"), "serve"]
-    servers = [start(command, env, workdir / f"identity-{i}.log") for i in range(processes)]
-    return Side("identity", port, servers, [])
+    side.processes = [start(command, env, workdir / f"{name}-{i}.log") for i in range(processes)]
+    return side
+
+
+def scraped_checks(side: Side) -> tuple[int, int]:
+    """CheckPermission calls counted by the metrics listener over every process: (answered
+    OK, cancelled: in flight when h2load stopped a run)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{side.metrics_port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    counts = {"OK": 0.0, "CANCELLED": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "grpc_server_handled_total" and labels.get("grpc_method") == "CheckPermission":
+                counts[labels["grpc_code"]] = counts.get(labels["grpc_code"], 0.0) + sample.value
+    return round(counts["OK"]), round(counts["CANCELLED"])
 
 
 def echo_calls(side: Side) -> int:
@@ -372,19 +433,23 @@ def identity_checks(side: Side, workdir: Path) -> int:
     return checks
 
 
-def benchmark(load: Load, echo: Side, identity: Side, rounds: int, warmup: float, verify: Any) -> None:
-    """Warm both up, then alternate full-speed runs (so drift in the machine's speed hits
-    both alike), then one open-loop run each at half the echo rate."""
-    for side in (echo, identity):
+def benchmark(
+    load: Load, echo: Side, identities: list[Side], rounds: int, warmup: float, verify: Any
+) -> None:
+    """Warm each up, then alternate full-speed runs (so drift in the machine's speed hits
+    all alike), then one open-loop run each at half the echo rate."""
+    sides = [echo, *identities]
+    for side in sides:
         if warmup > 0:
             side.measure(load, f"{side.name}-warmup", seconds=warmup)
     for round_ in range(rounds):
-        for side in (echo, identity):
-            side.full.append(side.measure(load, f"{side.name}-{round_}", seconds=load.seconds))
+        for side in sides:
+            side.full.append(side.measure(load, f"{side.name}-{round_}", seconds=load.seconds, full=True))
     half_rate = statistics.median(run.rate for run in echo.full) / 2
-    for side in (echo, identity):
+    for side in sides:
         side.half = side.measure(load, f"{side.name}-half", seconds=load.seconds, rps=half_rate)
-    identity.sent += verify()
+    for side in identities:
+        side.sent += verify(side)
 
 
 _SECRET = "bench-secret-" + secrets.token_hex(24)
@@ -432,6 +497,43 @@ def report(echo: Side, identity: Side, counted: tuple[int, int], load: Load, rou
     return 0 if met else 2
 
 
+def report_metrics(identity: Side, metered: Side, checks: int, scraped: tuple[int, int], load: Load) -> int:
+    assert metered.half is not None
+    rate, p50, p99 = metered.pooled(load.workdir)
+    ratios = [m.rate / i.rate for i, m in zip(identity.full, metered.full, strict=True) if i.rate]
+    ratio = statistics.median(ratios)
+    print()
+    print(f"{'identity, metrics on, full speed':<34}{rate:>9.0f}{p50:>9.2f}{p99:>9.2f}")
+    label = f"identity, metrics on, {metered.half.rate:.0f}/s (half)"
+    print(f"{label:<34}{metered.half.rate:>9.0f}{metered.half.p50_ms:>9.2f}{metered.half.p99_ms:>9.2f}")
+    shown = ", ".join(f"{r:.1%}" for r in ratios)
+    print(f"metrics on vs off: {ratio:.1%} of the throughput (rounds: {shown})")
+    # At saturation calls/s = cores / CPU per call: the ratio of the CPU costs is the
+    # throughput ratio of an idle machine, and holds up when others load this one.
+    cpu_ratios = [off / on for off, on in zip(identity.cpu_rounds, metered.cpu_rounds, strict=True) if on]
+    cpu_ratio = statistics.median(cpu_ratios)
+    print(
+        f"server CPU per call: {identity.cpu_us_per_call:.0f} us metrics off, "
+        f"{metered.cpu_us_per_call:.0f} us metrics on; per round, off/on = "
+        + ", ".join(f"{r:.1%}" for r in cpu_ratios)
+    )
+    print(
+        f"metrics on keeps {cpu_ratio:.1%} of the throughput at saturation (median of the rounds' "
+        f"CPU ratios; target >= {TARGET_METRICS_RATIO:.0%})"
+    )
+    ok, cancelled = scraped
+    print(
+        f"one scrape counted {ok} CheckPermission calls answered and {cancelled} cancelled "
+        f"(in flight when a run stopped); the servers made {checks} decisions"
+    )
+    # A cancelled call may have been decided before the client went away.
+    if not ok <= checks <= ok + cancelled:
+        raise SystemExit("the metrics did not count every check")
+    met = cpu_ratio >= TARGET_METRICS_RATIO
+    print("metrics target met" if met else "METRICS TARGET MISSED")
+    return 0 if met else 2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -453,6 +555,9 @@ def main() -> int:
         "--redis-url", default=os.environ.get("IDENTITY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
     )
     parser.add_argument("--keep", action="store_true", help="keep the database and the logs")
+    parser.add_argument(
+        "--metrics", action="store_true", help="also measure identity serve with the metrics listener on"
+    )
     args = parser.parse_args()
 
     binary = ensure_h2load()
@@ -480,19 +585,34 @@ def main() -> int:
         print(f"starting {args.processes} echo and {args.processes} identity serve processes ...", flush=True)
         echo = start_echo(args.processes, workdir)
         identity = start_identity(args.processes, workdir, database_url, args.redis_url)
-        try:
-            wait_serving([*echo.processes, *identity.processes])
-            address = f"127.0.0.1:{identity.port}"
-            identity.sent += verify_answers(address, user_id, key)
-            print(f"measuring ({args.rounds} rounds) ...", flush=True)
-            benchmark(
-                load, echo, identity, args.rounds, args.warmup, lambda: verify_answers(address, user_id, key)
+        identities = [identity]
+        if args.metrics:
+            identities.append(
+                start_identity(args.processes, workdir, database_url, args.redis_url, metrics=True)
             )
+        scraped = (0, 0)
+        try:
+            wait_serving([*echo.processes, *(p for side in identities for p in side.processes)])
+
+            def verify(side: Side) -> int:
+                return verify_answers(f"127.0.0.1:{side.port}", user_id, key)
+
+            for side in identities:
+                side.sent += verify(side)
+            print(f"measuring ({args.rounds} rounds) ...", flush=True)
+            benchmark(load, echo, identities, args.rounds, args.warmup, verify)
+            if args.metrics:
+                # Each worker adds its call tallies to the shared files once a second.
+                time.sleep(1.5)
+                scraped = scraped_checks(identities[1])
         finally:
-            for process in (*echo.processes, *identity.processes):
+            for process in (*echo.processes, *(p for side in identities for p in side.processes)):
                 process.stop()
         counted = (echo_calls(echo), identity_checks(identity, workdir))
+        metered_checks = identity_checks(identities[1], workdir) if args.metrics else 0
     status = report(echo, identity, counted, load, args.rounds)
+    if args.metrics:
+        status = max(status, report_metrics(identity, identities[1], metered_checks, scraped, load))
     if args.keep:
         print(f"logs in {workdir}")
     else:

@@ -164,6 +164,14 @@ class Settings:
     # Users whose effective permissions each process keeps in memory.
     permission_cache_size: int = field(default=100_000, metadata=_env("IDENTITY_PERMISSION_CACHE_SIZE"))
 
+    # HOST:PORT of the Prometheus metrics listener (GET /metrics); empty: no metrics.
+    metrics_listen: str = field(default="", metadata=_env("IDENTITY_METRICS_LISTEN"))
+    # OTLP/gRPC collector for traces, http://HOST:PORT (plaintext) or https://; empty: the
+    # standard OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT if set, else no traces.
+    otel_exporter_otlp_endpoint: str = field(
+        default="", metadata=_env("IDENTITY_OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+
     log_level: str = field(default="info", metadata=_env("IDENTITY_LOG_LEVEL"))
     # "auto": JSON unless stderr is a terminal; "json" or "console" to force.
     log_format: str = field(default="auto", metadata=_env("IDENTITY_LOG_FORMAT"))

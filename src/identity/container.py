@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from identity.config import Settings
 from identity.domain.clock import Clock, SystemClock
 from identity.domain.mfa import MfaPolicy
+from identity.domain.observer import NOOP, Observer
 from identity.security.passwords import PasswordHasher
 from identity.security.secretbox import SecretBox
 from identity.security.totp import RecoveryCodeHasher
@@ -58,6 +59,7 @@ class Services:
     user_admin: UserAdminService
     mfa: MfaService
     mfa_login: MfaLogin
+    observer: Observer = NOOP
 
     async def close(self) -> None:
         # Before the pool closes: the lease row is released through it.
@@ -83,8 +85,11 @@ def _mfa_policy(settings: Settings) -> MfaPolicy:
     )
 
 
-async def build_services(settings: Settings, clock: Clock | None = None) -> Services:
-    """Everything, from settings; `clock` is the real time unless a test passes its own."""
+async def build_services(
+    settings: Settings, clock: Clock | None = None, observer: Observer = NOOP
+) -> Services:
+    """Everything, from settings; `clock` is the real time unless a test passes its own;
+    `observer` receives metrics and trace events (identity.observability.Telemetry)."""
     clock = clock or SystemClock()
     master_key = settings.require_secret_key()
     mfa_policy = _mfa_policy(settings)
@@ -93,10 +98,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_timeout.total_seconds(),
+        observer=observer,
     )
     await db.open()
-    redis = RedisStore(settings.redis_url, settings.redis_prefix)
-    hasher = PasswordHasher(settings.bcrypt_rounds, settings.hash_concurrency)
+    redis = RedisStore(settings.redis_url, settings.redis_prefix, observer)
+    hasher = PasswordHasher(settings.bcrypt_rounds, settings.hash_concurrency, observer)
     keys = KeyService(
         db,
         SecretBox(master_key, "signing-keys"),
@@ -118,8 +124,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         per_account=settings.login_attempts_per_account,
         per_ip=settings.login_attempts_per_ip,
         window=settings.login_window,
+        observer=observer,
     )
-    credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=settings.max_failed_logins)
+    credentials = CredentialCheck(
+        db, hasher, throttle, clock, max_failed_logins=settings.max_failed_logins, observer=observer
+    )
     auth = AuthService(
         db,
         hasher,
@@ -127,10 +136,16 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         credentials,
         clock,
         refresh_reuse_grace=settings.refresh_reuse_grace,
-        mfa=MfaChallenges(db, mfa_policy, clock),
+        observer=observer,
+        mfa=MfaChallenges(db, mfa_policy, clock, observer),
     )
     second_factor = SecondFactorCheck(
-        db, SecretBox(master_key, "totp-secrets"), RecoveryCodeHasher(master_key), mfa_policy, clock
+        db,
+        SecretBox(master_key, "totp-secrets"),
+        RecoveryCodeHasher(master_key),
+        mfa_policy,
+        clock,
+        observer,
     )
     page_tokens = PageTokens(master_key)
     rbac_sync = RbacSync(
@@ -138,8 +153,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         RbacChannel(settings.database_url, connect_timeout=settings.db_timeout.total_seconds()),
         clock,
         lease_ttl=settings.rbac_lease,
+        observer=observer,
     )
-    permission_cache = PermissionCache(db, rbac_sync, clock, max_users=settings.permission_cache_size)
+    permission_cache = PermissionCache(
+        db, rbac_sync, clock, max_users=settings.permission_cache_size, observer=observer
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -160,10 +178,11 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
             retention_months=settings.login_history_retention_months,
         ),
         rbac_sync=rbac_sync,
-        authz=AuthzService(permission_cache, tokens),
+        authz=AuthzService(permission_cache, tokens, observer),
         roles=RoleService(db, permission_cache, rbac_sync, tokens, page_tokens, clock),
         service_keys=ServiceKeyService(db, rbac_sync),
         user_admin=UserAdminService(db, hasher, permission_cache, rbac_sync),
         mfa=MfaService(db, credentials, second_factor, policy, clock),
-        mfa_login=MfaLogin(db, auth, second_factor, clock),
+        mfa_login=MfaLogin(db, auth, second_factor, clock, observer),
+        observer=observer,
     )

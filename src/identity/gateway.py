@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 from types import FrameType
+from urllib.parse import urlsplit
 
 DESCRIPTOR_ENV = "IDENTITY_DESCRIPTOR_PATH"
 DESCRIPTOR_NAME = "identity_descriptor.pb"
@@ -57,6 +58,8 @@ class GatewayConfig:
     descriptor_path: Path
     services: tuple[str, ...] = DEFAULT_SERVICES
     cors_origins: tuple[str, ...] = ()
+    # OTLP/gRPC collector (http://HOST:PORT or https://HOST:PORT) for Envoy's spans; None: no tracing.
+    otlp_endpoint: str | None = None
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -112,6 +115,7 @@ def render_config(cfg: GatewayConfig) -> str:
         services=json.dumps(list(cfg.services)),
         cors_origins=json.dumps([{"exact": origin, "ignore_case": True} for origin in cfg.cors_origins]),
         service_routes=_render_service_routes(cfg.services, _placeholder_indent(template_text)),
+        **_render_tracing(cfg.otlp_endpoint),
     )
 
 
@@ -221,6 +225,8 @@ def _check_config(cfg: GatewayConfig) -> None:
             raise ValueError(
                 f"invalid CORS origin {origin!r}: expected scheme://host[:port], e.g. https://example.com"
             )
+    if cfg.otlp_endpoint is not None:
+        _otlp_host_port(cfg.otlp_endpoint)
     if "\n" in str(cfg.descriptor_path) or "\r" in str(cfg.descriptor_path):
         raise ValueError("descriptor path must not contain line breaks")
 
@@ -264,3 +270,65 @@ def _render_service_routes(services: tuple[str, ...], indent: str) -> str:
         for service in services
     ]
     return ("\n" + indent).join(routes)
+
+
+_OTLP_CLUSTER = "otlp_collector"
+
+
+def _otlp_host_port(endpoint: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of an OTLP/gRPC endpoint URL."""
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not _is_valid_host(host) or parts.path not in ("", "/"):
+        raise ValueError(
+            f"invalid OTLP endpoint {endpoint!r}: expected http://HOST:PORT or https://HOST:PORT"
+        )
+    return host, parts.port or 4317, parts.scheme == "https"
+
+
+def _render_tracing(endpoint: str | None) -> dict[str, str]:
+    """The HTTP connection manager's `tracing` and the collector's cluster, each one
+    flow-style line (empty without an endpoint)."""
+    if endpoint is None:
+        return {"tracing": "", "tracing_cluster": ""}
+    host, port, tls = _otlp_host_port(endpoint)
+    tracing = {
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": _OTLP_CLUSTER}, "timeout": "2s"},
+                "service_name": "identity-gateway",
+            },
+        }
+    }
+    cluster: dict[str, object] = {
+        "name": _OTLP_CLUSTER,
+        "type": _upstream_type(host),
+        "connect_timeout": "2s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http2_protocol_options": {}},
+            }
+        },
+        "load_assignment": {
+            "cluster_name": _OTLP_CLUSTER,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                    ]
+                }
+            ],
+        },
+    }
+    if tls:
+        cluster["transport_socket"] = {
+            "name": "envoy.transport_sockets.tls",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                "sni": host,
+            },
+        }
+    return {"tracing": "tracing: " + json.dumps(tracing), "tracing_cluster": "- " + json.dumps(cluster)}

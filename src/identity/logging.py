@@ -1,4 +1,5 @@
-"""structlog setup: JSON lines off a terminal, a request id on every line of a call.
+"""structlog setup: JSON lines off a terminal, a request id on every line of a call,
+and the trace and span ids when the call is traced (identity.observability).
 
 No processor renders exc_info: a traceback can quote SQL or values, so the error
 edge logs an exception's type and location instead (identity.api.errors)."""
@@ -9,6 +10,7 @@ import logging
 import sys
 
 import structlog
+from opentelemetry import trace
 
 _REDACTED_KEYS = frozenset({"password", "token", "access_token", "refresh_token", "secret", "authorization"})
 
@@ -32,6 +34,16 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+def _trace_ids(_: object, __: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    # The OpenTelemetry API alone: without a configured tracer (tracing off) there is
+    # never a valid span here, and this costs one context lookup per line.
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    return event
+
+
 def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     renderer: structlog.typing.Processor = (
@@ -40,6 +52,7 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _trace_ids,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,

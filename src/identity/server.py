@@ -22,6 +22,7 @@ from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
+from identity.observability import Telemetry
 from identity.services.partitions import run_periodic_ensure
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
@@ -48,6 +49,7 @@ class RunningServer:
         self.port = port
         self._health_task: asyncio.Task[None] | None = None
         self._partition_task: asyncio.Task[None] | None = None
+        self.telemetry: Telemetry | None = None
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -76,6 +78,8 @@ class RunningServer:
                     await task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        if self.telemetry is not None:
+            await self.telemetry.stop()
         authz = self.services.authz
         log.info("authz_totals", checks=authz.checks, allowed=authz.allowed)
         await self.services.close()
@@ -114,14 +118,17 @@ def add_servicers(server: grpc.aio.Server, services: Services) -> None:
 async def start_server(
     settings: Settings, services: Services | None = None, *, clock: Clock | None = None
 ) -> RunningServer:
-    services = services or await build_services(settings, clock)
+    # Before the services: tracing wraps the PostgreSQL driver before the pool connects.
+    telemetry = Telemetry(settings)
+    built = services is None
+    services = services or await build_services(settings, clock, telemetry.observer)
     await services.keys.ensure_ring()
     await services.keys.reload()
     await ensure_partitions(services)
     # The permission cache's lease: checks are answered from memory only while it holds.
     await services.rbac_sync.start()
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[*telemetry.interceptors(), ErrorMappingInterceptor(services.observer)],
         options=[
             # Off unless asked for: without this, two servers can silently share one port.
             ("grpc.so_reuseport", 1 if settings.grpc_reuseport else 0),
@@ -138,8 +145,17 @@ async def start_server(
     port = server.add_insecure_port(settings.grpc_listen)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
+    try:  # before serving: a metrics port that is taken fails the start
+        await telemetry.start(services)
+    except RuntimeError:
+        await telemetry.stop()
+        await services.rbac_sync.stop()
+        if built:
+            await services.close()
+        raise
     await server.start()
     running = RunningServer(server, services, health_servicer, port)
+    running.telemetry = telemetry
     running.start_health()
     running.start_partition_maintenance()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic

@@ -1,6 +1,6 @@
 """The Quick start's `make run` stack (scripts/dev-stack), on a machine where no
-PostgreSQL or Redis answers: it starts private ones, migrates, serves gRPC and
-HTTP/JSON, and stops everything it started on SIGTERM."""
+PostgreSQL or Redis answers: it starts private ones, migrates, serves gRPC,
+HTTP/JSON and metrics, and stops everything it started on SIGTERM."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from tests.e2e.conftest import BIN, free_port, http, wait_for
+from tests.observability_support import scrape
 from tests.support import STRONG_PASSWORD, new_login
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +28,7 @@ def _port_open(port: int) -> bool:
 def test_dev_stack_starts_private_services_and_serves_both_paths():
     dev_dir = Path(tempfile.mkdtemp(prefix="identity-dev-"))
     dev_dir.chmod(0o755)  # the private PostgreSQL runs as the postgres user
-    grpc_port, http_port, pg_port, redis_port = (free_port() for _ in range(4))
+    grpc_port, http_port, pg_port, redis_port, metrics_port = (free_port() for _ in range(5))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDENTITY_", "DEV_"))}
     env.update(
         DEV_DIR=str(dev_dir),
@@ -38,6 +39,7 @@ def test_dev_stack_starts_private_services_and_serves_both_paths():
         IDENTITY_GRPC_LISTEN=f"127.0.0.1:{grpc_port}",
         IDENTITY_HTTP_LISTEN=f"127.0.0.1:{http_port}",
         IDENTITY_BCRYPT_ROUNDS="4",
+        IDENTITY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
     )
     log = (dev_dir / "stack.log").open("wb")
     stack = subprocess.Popen(
@@ -66,6 +68,9 @@ def test_dev_stack_starts_private_services_and_serves_both_paths():
             "POST", base + "/v1/auth/login", {"login": login, "password": STRONG_PASSWORD}
         )
         assert status == 200 and tokens["access_token"]
+        # `make run` with IDENTITY_METRICS_LISTEN: the Login above is on the scrape.
+        scraped = scrape(metrics_port)
+        assert scraped.value("identity_logins_total", kind="login", outcome="success") == 1
 
         listed = subprocess.run(
             [str(BIN / "grpcurl"), "-plaintext", f"127.0.0.1:{grpc_port}", "list"],

@@ -214,3 +214,16 @@ async def test_partitions_cli_ensure_list_prune(isolated_url):
     assert pruned.exit_code == 0 and "nothing to drop" in pruned.output
     bad = await run_cli(isolated_url, "partitions", "prune", "--older-than", "0")
     assert bad.exit_code == 1 and "retention" in bad.output
+
+
+async def test_months_ready_ahead_counts_months_without_a_gap(db):
+    service = _service(db)
+    assert await service.months_ready_ahead() == MIGRATION_MONTHS_AHEAD
+    # A month beyond a gap does not count, until the gap is filled.
+    await service.ensure(0, first_month=_month(MIGRATION_MONTHS_AHEAD + 2))
+    assert await service.months_ready_ahead() == MIGRATION_MONTHS_AHEAD
+    await service.ensure(0, first_month=_month(MIGRATION_MONTHS_AHEAD + 1))
+    assert await service.months_ready_ahead() == MIGRATION_MONTHS_AHEAD + 2
+    # Without even the current month's partition: -1.
+    await service.prune(1, now=_month(2))
+    assert await service.months_ready_ahead() == -1

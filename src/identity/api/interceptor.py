@@ -1,8 +1,10 @@
 """Server interceptor: a request id bound to every log line of a call, one log
-line per call, and the single place where exceptions become gRPC statuses."""
+line per call, the single place where exceptions become gRPC statuses, and the
+observer told each call's method, status code and duration (metrics)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import secrets
@@ -16,6 +18,7 @@ import structlog
 
 from identity.api.errors import domain_status, internal_status, unimplemented_status
 from identity.domain.errors import BackendUnavailable, DomainError
+from identity.domain.observer import NOOP, Observer
 
 log = structlog.get_logger("identity.rpc")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -43,7 +46,9 @@ def _where(exc: BaseException) -> str:
     return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
-def _wrap(method: str, behavior: Behavior) -> Behavior:
+def _wrap(full_method: str, behavior: Behavior, observer: Observer) -> Behavior:
+    service, _, method = full_method.lstrip("/").rpartition("/")
+
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _request_id(context)
         started = time.perf_counter()
@@ -51,25 +56,37 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
         # bound here dies with the call (cheaper than bound_contextvars' save/restore).
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
         outcome = "OK"
+        code = grpc.StatusCode.OK
         try:
             return await behavior(request, context)
         except DomainError as error:
             outcome = error.reason
             if isinstance(error, BackendUnavailable):
                 log.warning("backend_unavailable", cause=type(error.__cause__).__name__)
-            await context.abort_with_status(domain_status(error))
+            status = domain_status(error)
+            code = status.code
+            await context.abort_with_status(status)
         except (grpc.aio.AbortError, grpc.RpcError):
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed: no answer was sent.
+            code = grpc.StatusCode.CANCELLED
             raise
         except NotImplementedError:
             # The generated base class of a method this server does not implement.
             outcome = "UNIMPLEMENTED"
+            code = grpc.StatusCode.UNIMPLEMENTED
             await context.abort_with_status(unimplemented_status())
         except Exception as exc:  # the generic edge: nothing of it reaches the client
             outcome = "INTERNAL"
+            code = grpc.StatusCode.INTERNAL
             log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
             await context.abort_with_status(internal_status())
         finally:
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            seconds = time.perf_counter() - started
+            observer.rpc_done(service, method, code.name, seconds)
+            elapsed_ms = round(seconds * 1000, 2)
             if outcome == "OK":
                 log.debug("rpc_done", outcome=outcome, ms=elapsed_ms)
             else:
@@ -79,7 +96,8 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, observer: Observer = NOOP) -> None:
+        self._observer = observer
         # The wrapped handler of each of our methods, made once rather than per call.
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
@@ -96,7 +114,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None or not method.startswith("/identity."):
             return handler
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _wrap(method.rsplit("/", 1)[-1], cast(Behavior, handler.unary_unary)),
+            _wrap(method, cast(Behavior, handler.unary_unary), self._observer),
             request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer,
         )

@@ -119,6 +119,11 @@ def gateway(
         help="Also expose this gRPC service over HTTP/JSON, e.g. identity.v1.RbacService (repeatable).",
     ),
     descriptor: Path | None = typer.Option(None, help="Descriptor set (default: the generated one)."),
+    otlp_endpoint: str | None = typer.Option(
+        None,
+        envvar="IDENTITY_OTEL_EXPORTER_OTLP_ENDPOINT",
+        help="OTLP/gRPC collector (http://HOST:PORT) for Envoy's request spans; off when unset.",
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the Envoy config and exit."),
 ) -> None:
     """Run Envoy's gRPC-JSON transcoder in front of the server (the website path)."""
@@ -135,6 +140,7 @@ def gateway(
             descriptor_path=descriptor or gw.default_descriptor_path(),
             services=("identity.v1.AuthService", *expose_service),
             cors_origins=tuple(cors_origin),
+            otlp_endpoint=otlp_endpoint or None,
         )
         if print_config:
             typer.echo(gw.render_config(cfg))

@@ -13,6 +13,7 @@ from identity.domain.errors import RefreshTokenInvalid, RefreshTokenReused
 from identity.domain.logins import canonical_login, display_login, validate_email
 from identity.domain.mfa import AMR_PASSWORD, MfaChallenge
 from identity.domain.models import ClientInfo, IssuedTokens, LoginOutcome, Principal, User
+from identity.domain.observer import NOOP, Observer, RefreshOutcome
 from identity.domain.passwords import check_password_policy
 from identity.security import opaque
 from identity.security.passwords import PasswordHasher
@@ -36,7 +37,9 @@ class AuthService:
         *,
         refresh_reuse_grace: timedelta = timedelta(0),
         mfa: MfaChallenges | None = None,
+        observer: Observer = NOOP,
     ) -> None:
+        self._observer = observer
         self._db = db
         self._hasher = hasher
         self._tokens = tokens
@@ -97,7 +100,9 @@ class AuthService:
         if reused_session is not None:
             # Raised outside the block so the revocation above is committed.
             log.warning("refresh_token_reuse", session_id=str(reused_session))
+            self._observer.refresh(RefreshOutcome.REUSE_DETECTED)
             raise RefreshTokenReused()
+        self._observer.refresh(RefreshOutcome.ROTATED)
         return await self._with_access_token(
             IssuedTokens("", now, new_refresh, session.id, session.user_id, 0, session.amr, session.auth_time)
         )

@@ -17,6 +17,7 @@ from identity.domain.errors import (
     Unauthenticated,
     UserNotFound,
 )
+from identity.domain.observer import NOOP, Observer
 from identity.domain.permissions import (
     MAX_BATCH_CHECKS,
     Decision,
@@ -39,7 +40,8 @@ class _SubjectInvalid(Exception):
 
 
 class AuthzService:
-    def __init__(self, cache: PermissionCache, tokens: TokenService) -> None:
+    def __init__(self, cache: PermissionCache, tokens: TokenService, observer: Observer = NOOP) -> None:
+        self._observer = observer
         self._cache = cache
         self._tokens = tokens
         self.checks = 0
@@ -156,6 +158,7 @@ class AuthzService:
         return user_id
 
     def _count(self, decision: Decision) -> Decision:
+        self._observer.decision(decision.reason)
         self.checks += 1
         if decision.allowed:
             self.allowed += 1

@@ -39,6 +39,7 @@ import structlog
 
 from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
+from identity.domain.observer import NOOP, Observer
 from identity.store.database import Database
 from identity.store.rbac_channel import RbacChannel, RbacListenConnection
 from identity.store.rbac_leases import RbacLeaseRepository
@@ -56,7 +57,16 @@ def _retrieve(task: asyncio.Task[None]) -> None:
 
 
 class RbacSync:
-    def __init__(self, db: Database, channel: RbacChannel, clock: Clock, *, lease_ttl: timedelta) -> None:
+    def __init__(
+        self,
+        db: Database,
+        channel: RbacChannel,
+        clock: Clock,
+        *,
+        lease_ttl: timedelta,
+        observer: Observer = NOOP,
+    ) -> None:
+        self._observer = observer
         self._db = db
         self._channel = channel
         self._clock = clock
@@ -192,6 +202,7 @@ class RbacSync:
                 was_listening, self._listening = self._listening, False
                 self._drop_lease()
                 if was_listening:
+                    self._observer.rbac_lease_lost()
                     delay = _RECONNECT_DELAY
                 if delay == _RECONNECT_DELAY:
                     log.warning("rbac_sync_lost", cause=type(exc.__cause__).__name__)

@@ -33,6 +33,7 @@ from identity.domain.errors import (
 )
 from identity.domain.logins import canonical_login
 from identity.domain.models import ClientInfo, Credentials, LoginOutcome, Principal
+from identity.domain.observer import NOOP, Observer
 from identity.domain.passwords import MAX_PASSWORD_LENGTH, normalize_password
 from identity.security.passwords import PasswordHasher
 from identity.services.throttle import LoginThrottle
@@ -58,12 +59,14 @@ class CredentialCheck:
         clock: Clock,
         *,
         max_failed_logins: int,
+        observer: Observer = NOOP,
     ) -> None:
         self._db = db
         self._hasher = hasher
         self._throttle = throttle
         self._clock = clock
         self._max_failed_logins = max_failed_logins
+        self._observer = observer
 
     async def by_login(self, login: str, raw_password: str, client: ClientInfo) -> Credentials:
         """The credentials of the account `login` names, if `raw_password` is its password."""
@@ -115,6 +118,8 @@ class CredentialCheck:
     ) -> Credentials:
         user_id = counted.user.id if counted else None
         if counted is not None and counted.failed_logins > self._max_failed_logins:
+            if counted.failed_logins == self._max_failed_logins + 1:  # the attempt that locked it
+                self._observer.account_locked()
             await self._record(user_id, session_id, LoginOutcome.LOCKED_OUT, client)
             raise AccountLocked(retry_after_seconds=LOCKOUT_RETRY_AFTER_SECONDS)
         matched = await self._hasher.verify(password, counted.password_hash if counted else None)
@@ -126,11 +131,13 @@ class CredentialCheck:
             raise AccountDisabled()
         async with self._db.transaction() as uow:
             await uow.users.reset_failed_attempts(counted.user.id)
+        self._observer.password_check(LoginOutcome.SUCCESS, reauthentication=session_id is not None)
         return counted
 
     async def _record(
         self, user_id: UUID | None, session_id: UUID | None, outcome: LoginOutcome, client: ClientInfo
     ) -> None:
+        self._observer.password_check(outcome, reauthentication=session_id is not None)
         async with self._db.transaction() as uow:
             await uow.login_history.record(
                 user_id=user_id,

@@ -17,6 +17,7 @@ from identity.domain.clock import Clock
 from identity.domain.errors import MfaLocked
 from identity.domain.mfa import MfaChallenge, MfaPolicy, TotpFactor
 from identity.domain.models import ClientInfo, LoginOutcome
+from identity.domain.observer import NOOP, Observer
 from identity.security import opaque
 from identity.store.database import Database
 
@@ -24,10 +25,11 @@ log = structlog.get_logger("identity.mfa")
 
 
 class MfaChallenges:
-    def __init__(self, db: Database, policy: MfaPolicy, clock: Clock) -> None:
+    def __init__(self, db: Database, policy: MfaPolicy, clock: Clock, observer: Observer = NOOP) -> None:
         self._db = db
         self._policy = policy
         self._clock = clock
+        self._observer = observer
 
     def _locked_until(self, factor: TotpFactor | None, now: datetime) -> datetime | None:
         if factor is None:
@@ -64,6 +66,7 @@ class MfaChallenges:
             await uow.login_history.record(
                 user_id=user_id, outcome=outcome, ip=client.ip, user_agent=client.user_agent, at=now
             )
+        self._observer.mfa(outcome)
         if locked_until is not None:
             raise MfaLocked(max(1, int((locked_until - now).total_seconds()) + 1))
         return MfaChallenge(ticket=ticket, expires_at=expires_at.replace(microsecond=0), user_id=user_id)

@@ -37,6 +37,7 @@ from identity.domain.mfa import (
     time_step,
 )
 from identity.domain.models import ClientInfo, LoginOutcome
+from identity.domain.observer import NOOP, Observer
 from identity.security import totp
 from identity.security.secretbox import SecretBox
 from identity.store.database import Database
@@ -70,12 +71,14 @@ class SecondFactorCheck:
         recovery: totp.RecoveryCodeHasher,
         policy: MfaPolicy,
         clock: Clock,
+        observer: Observer = NOOP,
     ) -> None:
         self._db = db
         self._box = box
         self._recovery = recovery
         self.policy = policy
         self._clock = clock
+        self._observer = observer
 
     def secret_of(self, factor: TotpFactor) -> str:
         return self._box.open(factor.secret_encrypted, str(factor.user_id)).decode("ascii")
@@ -135,7 +138,9 @@ class SecondFactorCheck:
                 await self.record(
                     uow, user_id, LoginOutcome.MFA_LOCKED, client, session_id=session_id, now=now
                 )
+        self._observer.mfa(LoginOutcome.MFA_FAILED)
         if locked:
+            self._observer.mfa(LoginOutcome.MFA_LOCKED)
             log.warning("mfa_locked", user_id=str(user_id))
 
     async def refused(
@@ -150,6 +155,7 @@ class SecondFactorCheck:
         outcome = LoginOutcome.MFA_LOCKED if isinstance(error, MfaLocked) else LoginOutcome.THROTTLED
         async with self._db.transaction() as uow:
             await self.record(uow, user_id, outcome, client, session_id=session_id, now=self._clock.now())
+        self._observer.mfa(outcome)
 
     @staticmethod
     async def record(

@@ -29,6 +29,7 @@ from identity.domain.errors import (
 )
 from identity.domain.mfa import MfaTicket, ProofKind, TotpFactor, verify_mfa_proof
 from identity.domain.models import ClientInfo, IssuedTokens, LoginOutcome
+from identity.domain.observer import NOOP, Observer
 from identity.security import opaque
 from identity.services.auth import AuthService
 from identity.services.mfa_guard import Match, SecondFactorCheck
@@ -61,11 +62,19 @@ def ticket_digest(raw: str) -> bytes:
 
 
 class MfaLogin:
-    def __init__(self, db: Database, auth: AuthService, check: SecondFactorCheck, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        auth: AuthService,
+        check: SecondFactorCheck,
+        clock: Clock,
+        observer: Observer = NOOP,
+    ) -> None:
         self._db = db
         self._auth = auth
         self._check = check
         self._clock = clock
+        self._observer = observer
 
     async def verify(self, raw_ticket: str, code: str, recovery_code: str, client: ClientInfo) -> MfaVerified:
         proof = verify_mfa_proof(code, recovery_code)
@@ -84,6 +93,7 @@ class MfaLogin:
                 await self._check.failed(ticket.user_id, client, now=now)
             raise lost.error from None
         log.info("mfa_verified", user_id=str(ticket.user_id), method=match.kind.value)
+        self._observer.mfa(LoginOutcome.MFA_SUCCESS)
         return MfaVerified(
             await self._auth.with_access_token(verified.tokens), verified.recovery_codes_remaining
         )

@@ -111,6 +111,18 @@ class PartitionService:
         async with self._db.transaction() as uow:
             return await uow.partitions.partitions(with_counts=True)
 
+    async def months_ready_ahead(self) -> int:
+        """How many months after the current one already have their partition, counted
+        without a gap (-1 when even the current month has none), for monitoring."""
+        async with self._db.transaction() as uow:
+            existing = await uow.partitions.partitions()
+        month = month_start(self._clock.now())
+        ahead = -1
+        while ahead < MAX_MONTHS_AHEAD and any(p.overlaps(month, add_months(month, 1)) for p in existing):
+            ahead += 1
+            month = add_months(month, 1)
+        return ahead
+
     async def prune(
         self,
         older_than_months: int | None = None,

@@ -29,6 +29,7 @@ from uuid import UUID
 
 from identity.domain.clock import Clock
 from identity.domain.errors import ServiceKeyInvalid
+from identity.domain.observer import NOOP, CacheEvent, Observer
 from identity.domain.permissions import Decision, UserGrants
 from identity.security import opaque
 from identity.services.authz_sync import RbacSync
@@ -92,7 +93,10 @@ class CatalogueEntry(Entry):
 
 
 class PermissionCache:
-    def __init__(self, db: Database, sync: RbacSync, clock: Clock, *, max_users: int) -> None:
+    def __init__(
+        self, db: Database, sync: RbacSync, clock: Clock, *, max_users: int, observer: Observer = NOOP
+    ) -> None:
+        self._observer = observer
         self._db = db
         self._sync = sync
         self._clock = clock
@@ -107,6 +111,7 @@ class PermissionCache:
         sync.on_change(self.clear)
 
     def clear(self, _version: int = 0) -> None:
+        self._observer.permission_cache(CacheEvent.INVALIDATION)
         self._users = {}
         self._keys = {}
         self._catalogue = None
@@ -135,11 +140,19 @@ class PermissionCache:
         entry = self._users.get(user_key)
         if entry is None or not self._fresh(key) or not self._fresh(entry):
             return None
-        return entry.decisions.get(permission)
+        return self._hit(entry.decisions.get(permission))
 
     def known_for_user(self, user_key: str, permission: str) -> Decision | None:
         entry = self._users.get(user_key)
-        return entry.decisions.get(permission) if self._fresh(entry) and entry is not None else None
+        return (
+            self._hit(entry.decisions.get(permission)) if self._fresh(entry) and entry is not None else None
+        )
+
+    def _hit(self, decision: Decision | None) -> Decision | None:
+        # A miss here is not counted: the caller goes on to `user`, which counts it.
+        if decision is not None:
+            self._observer.permission_cache(CacheEvent.HIT)
+        return decision
 
     # -- entries ----------------------------------------------------------------------
 
@@ -147,12 +160,16 @@ class PermissionCache:
         key = str(user_id)
         hit = self._users.get(key)
         if self._fresh(hit) and hit is not None:
+            self._observer.permission_cache(CacheEvent.HIT)
             return hit
         if not await self._trust():
+            self._observer.permission_cache(CacheEvent.MISS)
             return await self._load_user(user_id)
         hit = self._users.get(key)
         if self._fresh(hit) and hit is not None:
+            self._observer.permission_cache(CacheEvent.HIT)
             return hit
+        self._observer.permission_cache(CacheEvent.MISS)
         loading = self._loading.get(user_id)
         if loading is None:
             loading = asyncio.ensure_future(self._load_user(user_id))

@@ -14,13 +14,23 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from identity.domain.errors import BackendUnavailable
+from identity.domain.observer import NOOP, Observer
 from identity.store.uow import UnitOfWork
 
 Connection = psycopg.AsyncConnection[dict[str, object]]
 
 
 class Database:
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        timeout: float = 5.0,
+        observer: Observer = NOOP,
+    ) -> None:
+        self._observer = observer
         self._pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             min_size=min_size,
@@ -42,7 +52,10 @@ class Database:
         try:
             async with self._pool.connection() as conn:
                 yield conn
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
+        except PoolTimeout as exc:
+            self._observer.db_pool_timeout()
+            raise BackendUnavailable() from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             raise BackendUnavailable() from exc
 
     @asynccontextmanager
@@ -63,6 +76,11 @@ class Database:
                 yield UnitOfWork(conn)
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 raise BackendUnavailable() from exc
+
+    def pool_stats(self) -> dict[str, int]:
+        """psycopg_pool's counters (pool_size, pool_available, requests_waiting,
+        requests_errors, ...), for metrics."""
+        return self._pool.get_stats()
 
     async def ping(self) -> bool:
         try:

@@ -7,10 +7,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from identity.domain.errors import BackendUnavailable
+from identity.domain.observer import NOOP, Observer
 
 
 class RedisStore:
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, observer: Observer = NOOP) -> None:
+        self._observer = observer
         self.client: aioredis.Redis = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
         )
@@ -26,6 +28,7 @@ class RedisStore:
         try:
             return bool(await self.client.ping())
         except (RedisError, OSError):
+            self._observer.redis_error()
             return False
 
     async def hit(self, key: str, window_seconds: int) -> tuple[int, int]:
@@ -38,5 +41,6 @@ class RedisStore:
                 pipe.ttl(full)
                 count, _, ttl = await pipe.execute()
         except (RedisError, OSError) as exc:
+            self._observer.redis_error()
             raise BackendUnavailable() from exc
         return int(count), max(int(ttl), 1)
