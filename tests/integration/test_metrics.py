@@ -14,9 +14,11 @@ import grpc
 import psycopg
 import pytest
 
+from identity.domain.clock import SteppedClock
 from identity.store.migrate import upgrade
 from identity.v1 import auth_pb2, rbac_pb2, rbac_pb2_grpc
 from tests.integration.harness import server_with
+from tests.mfa_support import code_at, enrol, outcome, ticket, verify, wrong_code
 from tests.observability_support import Scrape, delta, scrape
 from tests.rbac_support import by_user, give, new_permission, service_key
 from tests.support import STRONG_PASSWORD, failure, fresh_database, new_login
@@ -312,3 +314,20 @@ async def test_a_lost_rbac_listening_connection_is_counted() -> None:
             while (await scrape_of(running)).value("identity_rbac_lease_held") != 1:
                 assert time.monotonic() < deadline + 10, "the lease was not taken again"
                 await asyncio.sleep(0.2)
+
+
+async def test_second_factor_outcomes_are_counted(database_url) -> None:
+    clock = SteppedClock()
+    async with server_with(database_url, clock=clock, metrics_listen="127.0.0.1:0") as (stub, running):
+        enrolled = await enrol(stub, clock)
+        before = await scrape_of(running)
+        first = await ticket(stub, enrolled.account)
+        assert await outcome(stub.VerifyMfa(verify(first, wrong_code(enrolled.secret, clock.now())))) == (
+            "MFA_CODE_INVALID"
+        )
+        assert await outcome(stub.VerifyMfa(verify(first, code_at(enrolled.secret, clock.now())))) == "OK"
+        after = await scrape_of(running)
+        mfa = "identity_mfa_checks_total"
+        assert delta(after, before, mfa, outcome="mfa_required") == 1
+        assert delta(after, before, mfa, outcome="mfa_failed") == 1
+        assert delta(after, before, mfa, outcome="mfa_success") == 1
