@@ -74,6 +74,8 @@ class Settings:
     # Several `identity serve` processes on one port (SO_REUSEPORT); off so that a second
     # server cannot silently share the port by accident.
     grpc_reuseport: bool = field(default=False, metadata=_env("IDENTITY_GRPC_REUSEPORT"))
+    # `identity serve` processes sharing the port under one supervisor (`--workers` wins).
+    workers: int = field(default=1, metadata=_env("IDENTITY_WORKERS"))
     # Master secret: encrypts private signing keys and TOTP secrets at rest (HKDF per purpose).
     secret_key: Secret = field(default=Secret(""), metadata=_env("IDENTITY_SECRET_KEY"))
 
@@ -170,9 +172,12 @@ def env_names() -> list[tuple[str, str]]:
     for f in fields(Settings):
         default = f.default
         shown = (
-            ",".join(default) if isinstance(default, tuple)
-            else str(int(default.total_seconds())) if isinstance(default, timedelta)
-            else "(unset)" if isinstance(default, Secret)
+            ",".join(default)
+            if isinstance(default, tuple)
+            else str(int(default.total_seconds()))
+            if isinstance(default, timedelta)
+            else "(unset)"
+            if isinstance(default, Secret)
             else str(default)
         )
         out.append((f.metadata["env"], shown))

@@ -40,6 +40,7 @@ class RunningServer:
         services: Services,
         health_servicer: health.aio.HealthServicer,
         port: int,
+        admitted: bool = True,
     ):
         self.server = server
         self.services = services
@@ -47,17 +48,23 @@ class RunningServer:
         self.port = port
         self._health_task: asyncio.Task[None] | None = None
         self._partition_task: asyncio.Task[None] | None = None
+        # A worker under `serve --workers N` answers SERVING only once its supervisor has
+        # admitted it (identity.supervisor), so the group's health is one answer.
+        self.admitted = admitted
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
 
+    async def check_health(self) -> None:
+        db_ok, redis_ok = await asyncio.gather(self.services.db.ping(), self.services.redis.ping())
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._set_health(serving if db_ok and redis_ok and self.admitted else not_serving)
+
     async def watch_health(self) -> None:
         while True:
-            db_ok, redis_ok = await asyncio.gather(self.services.db.ping(), self.services.redis.ping())
-            serving = health_pb2.HealthCheckResponse.SERVING
-            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-            await self._set_health(serving if db_ok and redis_ok else not_serving)
+            await self.check_health()
             await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
 
     def start_health(self) -> None:
@@ -89,7 +96,9 @@ async def ensure_partitions(services: Services) -> None:
         log.warning("partition_ensure_failed", error_type=type(exc).__name__)
 
 
-async def start_server(settings: Settings, services: Services | None = None) -> RunningServer:
+async def start_server(
+    settings: Settings, services: Services | None = None, *, admitted: bool = True
+) -> RunningServer:
     services = services or await build_services(settings)
     await services.keys.ensure_ring()
     await services.keys.reload()
@@ -116,7 +125,7 @@ async def start_server(settings: Settings, services: Services | None = None) -> 
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
     await server.start()
-    running = RunningServer(server, services, health_servicer, port)
+    running = RunningServer(server, services, health_servicer, port, admitted)
     running.start_health()
     running.start_partition_maintenance()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic

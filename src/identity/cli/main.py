@@ -20,11 +20,27 @@ app.add_typer(service_keys.app, name="service-keys")
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Server processes sharing the port (default: IDENTITY_WORKERS)."
+    ),
+) -> None:
     """Run the gRPC server (configured by IDENTITY_* variables)."""
-    from identity.server import serve as serve_forever
+    config = settings()
+    count = workers or config.workers
+    if count <= 1:
+        from identity.server import serve as serve_forever
 
-    run(serve_forever(settings()))
+        run(serve_forever(config))
+        return
+    from identity.supervisor import SupervisorError, supervise
+
+    try:
+        code = run(supervise(config, count))
+    except SupervisorError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command()
