@@ -146,6 +146,9 @@ class AuthService:
         ):
             raise RefreshTokenInvalid()
         token_hash = opaque.digest(refresh_token)
+        fast = await self._rotate_in_one_call(token_hash)
+        if fast is not None:
+            return fast
         reused_session: UUID | None = None
         async with self._db.transaction() as uow:
             session_id = await uow.sessions.rotate_refresh_token(token_hash)
@@ -168,6 +171,26 @@ class AuthService:
             # Raised outside the block so the revocation above is committed.
             log.warning("refresh_token_reuse", session_id=str(reused_session))
             raise RefreshTokenReused()
+        return await self._with_access_token(
+            IssuedTokens("", utcnow(), new_refresh, session.id, session.user_id)
+        )
+
+    async def _rotate_in_one_call(self, token_hash: bytes) -> IssuedTokens | None:
+        """The common case (a live token of a live session) in one round trip; None sends
+        the caller down the general path (unknown, rotated: grace window or reuse)."""
+        new_refresh = opaque.new_secret(opaque.REFRESH_PREFIX)
+        async with self._db.reader() as db:
+            rotation = await db.sessions.rotate_live_refresh_token(
+                token_hash,
+                opaque.digest(new_refresh),
+                now=utcnow(),
+                idle_ttl=self._tokens.policy.session_idle_ttl,
+            )
+        if rotation is None:
+            return None
+        session = live_for_refresh(rotation.session, self._tokens.policy)
+        if not rotation.rotated:  # not live at `now`: only if the clock stepped back since
+            raise RefreshTokenInvalid()
         return await self._with_access_token(
             IssuedTokens("", utcnow(), new_refresh, session.id, session.user_id)
         )

@@ -40,6 +40,15 @@ def _token_state(row: Row) -> RefreshTokenState:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """What rotate_live_refresh_token found: the session (as before this use), and whether
+    the token was rotated (False: the session has ended, nothing changed)."""
+
+    rotated: bool
+    session: Session
+
+
+@dataclass(frozen=True)
 class SessionCursor:
     """Keyset position in a newest-first listing of sessions."""
 
@@ -125,6 +134,18 @@ class SessionRepository:
         )
         row = await cur.fetchone()
         return None if row is None else row["session_id"]
+
+    async def rotate_live_refresh_token(
+        self, token_hash: bytes, successor_hash: bytes, *, now: datetime, idle_ttl: timedelta
+    ) -> Rotation | None:
+        """The common refresh in one round trip (migration 0004): a live token of a live
+        session is rotated to its successor and the session touched. None when the token
+        is unknown or already rotated; the caller then takes the general path."""
+        cur = await self._conn.execute(
+            "SELECT * FROM rotate_refresh_token(%s, %s, %s, %s)", (token_hash, successor_hash, now, idle_ttl)
+        )
+        row = await cur.fetchone()
+        return None if row is None else Rotation(bool(row["rotated"]), _session(row))
 
     async def refresh_token_state(self, token_hash: bytes) -> RefreshTokenState | None:
         cur = await self._conn.execute(
