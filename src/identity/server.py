@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from identity.api.auth_servicer import AuthServicer
-from identity.api.interceptor import ErrorMappingInterceptor
+from identity.api.interceptor import RPC_OUTCOMES, ErrorMappingInterceptor
 from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
 from identity.container import Services, build_services
@@ -84,6 +84,7 @@ class RunningServer:
         await self.server.stop(grace)
         authz = self.services.authz
         log.info("authz_totals", checks=authz.checks, allowed=authz.allowed)
+        log.info("rpc_totals", outcomes=dict(RPC_OUTCOMES))
         await self.services.close()
 
 

@@ -8,6 +8,7 @@ import re
 import secrets
 import time
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -23,6 +24,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # cheaper per call than uuid4, which reads the OS random source).
 _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(1)
+# Calls answered by this process, by method and outcome (logged at shutdown: the
+# benchmark counts outcomes on the server side, not by what its load generator saw).
+RPC_OUTCOMES: Counter[str] = Counter()
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -66,6 +70,7 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
             await context.abort_with_status(internal_status())
         finally:
             elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            RPC_OUTCOMES[f"{method}:{outcome}"] += 1
             if outcome == "OK":
                 log.debug("rpc_done", outcome=outcome, ms=elapsed_ms)
             else:
