@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck gen bench clean
+.PHONY: install run test lint typecheck gen bench bench-check clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -34,7 +34,10 @@ typecheck: install
 gen: install  ## regenerate generated/ from protos/
 	$(PY) scripts/gen-protos
 
-bench: install  ## CheckPermission against the bare grpc.aio echo ceiling
+bench: install  ## every RPC against its ceiling, measured in the same run (JSON in build/)
+	$(PY) scripts/bench/suite.py
+
+bench-check: install  ## CheckPermission throughput and p99 at half the echo rate
 	$(PY) scripts/bench/check_permission.py
 
 clean:

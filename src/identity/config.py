@@ -133,6 +133,10 @@ class Settings:
     shutdown_grace: timedelta = field(
         default=timedelta(seconds=10), metadata=_env("IDENTITY_SHUTDOWN_GRACE_SECONDS")
     )
+    # On SIGTERM, keep serving this long while health answers NOT_SERVING, so that a load
+    # balancer's health checks take the process out of rotation before it stops accepting
+    # calls (then the shutdown grace applies). 0: stop accepting at once.
+    shutdown_delay: timedelta = field(default=timedelta(0), metadata=_env("IDENTITY_SHUTDOWN_DELAY_SECONDS"))
     max_message_bytes: int = field(default=64 * 1024, metadata=_env("IDENTITY_MAX_MESSAGE_BYTES"))
     # How long a process may answer checks from its permission cache without hearing from
     # PostgreSQL; also the longest an RBAC write waits for a hung or killed process.

@@ -81,6 +81,7 @@ class RunningServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(self.services.settings.shutdown_delay.total_seconds())
         await self.server.stop(grace)
         authz = self.services.authz
         log.info("authz_totals", checks=authz.checks, allowed=authz.allowed)
