@@ -240,7 +240,9 @@ static_resources:
         explicit_http_config: {{http2_protocol_options: {{}}}}
     health_checks:
     - timeout: 1s
-      interval: 0.5s
+      interval: 0.25s
+      # Not the 60 s Envoy uses for a cluster it counts as idle (it counted ours so).
+      no_traffic_interval: 0.25s
       unhealthy_threshold: 1
       healthy_threshold: 1
       grpc_health_check: {{}}
