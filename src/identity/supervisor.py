@@ -160,6 +160,10 @@ class Supervisor:
                 WORKER_INDEX_ENV: str(index),
             }
         )
+        if "IDENTITY_HASH_CONCURRENCY" not in os.environ:
+            # The default (the number of cores) is per process: N workers would run N times
+            # as many bcrypt threads as there are cores, crowding out their event loops.
+            env["IDENTITY_HASH_CONCURRENCY"] = str(max(1, (os.cpu_count() or 1) // self._count))
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "identity.supervisor", env=env, pass_fds=(child.fileno(),)
