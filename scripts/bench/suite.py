@@ -40,6 +40,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -140,15 +141,24 @@ def asdict_settings(settings: Settings) -> dict[str, Any]:
 # -- ceilings -----------------------------------------------------------------------------
 
 
-def one_hash_seconds(rounds: int, samples: int = 3) -> float:
-    """The time of one bcrypt check at the server's cost, on one core, as a login does it."""
+def bcrypt_bound(rounds: int, cores: int, per_thread: int = 2) -> float:
+    """Logins/s the cores could hash at the server's cost: cores / the time of one hash,
+    timed with one hashing thread per core at once (bcrypt releases the GIL). On an idle
+    machine that is cores / one hash's time; on a busy one (or under CFS group scheduling)
+    it is what the cores actually give a process now, which one thread alone would not show."""
     hashed = bcrypt.hashpw(b"x" * 44, bcrypt.gensalt(rounds))
-    times = []
-    for _ in range(samples):
-        started = time.perf_counter()
-        bcrypt.checkpw(b"x" * 44, hashed)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+
+    def work() -> None:
+        for _ in range(per_thread):
+            bcrypt.checkpw(b"x" * 44, hashed)
+
+    threads = [threading.Thread(target=work) for _ in range(cores)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return cores * per_thread / (time.perf_counter() - started)
 
 
 def _sign_for(seconds: float) -> int:
@@ -244,6 +254,7 @@ class Bench:
     group: cp.Side
     seed: Seed
     sent: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
 
     def h2load(
         self, port: int, method: str, body: bytes, headers: list[str], **kw: Any
@@ -322,7 +333,7 @@ class Bench:
         cores = os.cpu_count() or 1
         rounds = []
         for _ in range(self.args.login_rounds):
-            hash_seconds = one_hash_seconds(self.args.bcrypt_rounds)
+            bound = bcrypt_bound(self.args.bcrypt_rounds, cores)
             done, _, elapsed = self.h2load(
                 self.group.port,
                 "AuthService/Login",
@@ -333,11 +344,9 @@ class Bench:
                 streams=1,
             )
             self.sent["AuthService/Login"] += done
-            rounds.append(
-                {"identity": done / elapsed, "ceiling": cores / hash_seconds, "hash_ms": hash_seconds * 1000}
-            )
+            rounds.append({"identity": done / elapsed, "ceiling": bound, "hash_ms": cores / bound * 1000})
             print(
-                f"  Login c={concurrency}: {done / elapsed:.2f}/s, bound {cores / hash_seconds:.2f}/s",
+                f"  Login c={concurrency}: {done / elapsed:.2f}/s, bound {bound:.2f}/s",
                 flush=True,
             )
         return Target(
@@ -379,7 +388,8 @@ class Bench:
                 raise SystemExit(f"refresh load failed:\n{result.stderr[-3000:]}")
             load = json.loads(result.stdout.strip().splitlines()[-1])
             if load["failures"]:
-                raise SystemExit(f"refresh calls failed: {load['failures']}")
+                # Kept, not fatal: the verdict says so, and the other figures still count.
+                self.failures.update(load["failures"])
             self.sent["AuthService/Refresh"] += load["succeeded"]
             rate = load["succeeded"] / load["seconds"]
             if index == 0:
@@ -415,6 +425,8 @@ def verify(bench: Bench) -> list[str]:
     """Server-side outcomes against what the clients completed."""
     outcomes, checks, allowed = server_outcomes(bench.group)
     problems = []
+    if bench.failures:
+        problems.append(f"Refresh calls that failed at the client: {dict(bench.failures)}")
     failed = {k: v for k, v in outcomes.items() if not k.endswith(":OK")}
     if failed:
         problems.append(f"calls that failed on the server: {failed}")
