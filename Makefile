@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint typecheck gen bench clean
+.PHONY: install run test test-fast lint typecheck gen bench bench-check clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -37,7 +37,10 @@ typecheck: install
 gen: install  ## regenerate generated/ from protos/
 	$(PY) scripts/gen-protos
 
-bench: install  ## CheckPermission against the bare grpc.aio echo ceiling (BENCH_ARGS=--metrics: also metrics on)
+bench: install  ## every RPC against its ceiling, measured in the same run (JSON in build/)
+	$(PY) scripts/bench/suite.py
+
+bench-check: install  ## CheckPermission against the echo ceiling, p99 at half its rate (BENCH_ARGS=--metrics: metrics on vs off)
 	$(PY) scripts/bench/check_permission.py $(BENCH_ARGS)
 
 clean:

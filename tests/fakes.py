@@ -20,7 +20,7 @@ from identity.domain.models import Credentials, LoginEvent, LoginOutcome, Sessio
 from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
 from identity.security.passwords import PasswordHasher
 from identity.store.keys import StoredKey
-from identity.store.sessions import RefreshTokenState
+from identity.store.sessions import RefreshTokenState, Rotation
 
 
 @dataclass
@@ -160,6 +160,25 @@ class FakeSessions:
             return None
         row.rotated_at = now
         return row.session_id
+
+    async def rotate_live_refresh_token(
+        self, token_hash: bytes, successor_hash: bytes, *, now: datetime, idle_ttl: timedelta
+    ) -> Rotation | None:
+        """What migration 0005's rotate_refresh_token does, in memory."""
+        row = self._s.tokens.get(token_hash)
+        if row is None or row.rotated_at is not None:
+            return None
+        session = self._s.sessions.get(row.session_id)
+        if session is None:
+            return None
+        live = (
+            session.revoked_at is None and session.expires_at > now and session.last_used_at + idle_ttl > now
+        )
+        if live:
+            row.rotated_at, row.replaced_by = now, successor_hash
+            self._s.tokens[successor_hash] = _TokenRow(row.session_id)
+            self._s.sessions[session.id] = replace(session, last_used_at=now)
+        return Rotation(live, session)
 
     async def refresh_token_state(self, token_hash: bytes) -> RefreshTokenState | None:
         row = self._s.tokens.get(token_hash)

@@ -74,6 +74,8 @@ class Settings:
     # Several `identity serve` processes on one port (SO_REUSEPORT); off so that a second
     # server cannot silently share the port by accident.
     grpc_reuseport: bool = field(default=False, metadata=_env("IDENTITY_GRPC_REUSEPORT"))
+    # `identity serve` processes sharing the port under one supervisor (`--workers` wins).
+    workers: int = field(default=1, metadata=_env("IDENTITY_WORKERS"))
     # Master secret: encrypts private signing keys and TOTP secrets at rest (HKDF per purpose).
     secret_key: Secret = field(default=Secret(""), metadata=_env("IDENTITY_SECRET_KEY"))
     # The usual `_FILE` convention for container secrets: the secret is read from this file
@@ -157,6 +159,10 @@ class Settings:
     shutdown_grace: timedelta = field(
         default=timedelta(seconds=10), metadata=_env("IDENTITY_SHUTDOWN_GRACE_SECONDS")
     )
+    # On SIGTERM, keep serving this long while health answers NOT_SERVING, so that a load
+    # balancer's health checks take the process out of rotation before it stops accepting
+    # calls (then the shutdown grace applies). 0: stop accepting at once.
+    shutdown_delay: timedelta = field(default=timedelta(0), metadata=_env("IDENTITY_SHUTDOWN_DELAY_SECONDS"))
     max_message_bytes: int = field(default=64 * 1024, metadata=_env("IDENTITY_MAX_MESSAGE_BYTES"))
     # How long a process may answer checks from its permission cache without hearing from
     # PostgreSQL; also the longest an RBAC write waits for a hung or killed process.

@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from identity.api.auth_servicer import AuthServicer
-from identity.api.interceptor import ErrorMappingInterceptor
+from identity.api.interceptor import RPC_OUTCOMES, ErrorMappingInterceptor
 from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
 from identity.container import Services, build_services
@@ -42,6 +42,7 @@ class RunningServer:
         services: Services,
         health_servicer: health.aio.HealthServicer,
         port: int,
+        admitted: bool = True,
     ):
         self.server = server
         self.services = services
@@ -50,17 +51,23 @@ class RunningServer:
         self._health_task: asyncio.Task[None] | None = None
         self._partition_task: asyncio.Task[None] | None = None
         self.telemetry: Telemetry | None = None
+        # A worker under `serve --workers N` answers SERVING only once its supervisor has
+        # admitted it (identity.supervisor), so the group's health is one answer.
+        self.admitted = admitted
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
 
+    async def check_health(self) -> None:
+        db_ok, redis_ok = await asyncio.gather(self.services.db.ping(), self.services.redis.ping())
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._set_health(serving if db_ok and redis_ok and self.admitted else not_serving)
+
     async def watch_health(self) -> None:
         while True:
-            db_ok, redis_ok = await asyncio.gather(self.services.db.ping(), self.services.redis.ping())
-            serving = health_pb2.HealthCheckResponse.SERVING
-            not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
-            await self._set_health(serving if db_ok and redis_ok else not_serving)
+            await self.check_health()
             await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
 
     def start_health(self) -> None:
@@ -77,11 +84,13 @@ class RunningServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await asyncio.sleep(self.services.settings.shutdown_delay.total_seconds())
         await self.server.stop(grace)
         if self.telemetry is not None:
             await self.telemetry.stop()
         authz = self.services.authz
         log.info("authz_totals", checks=authz.checks, allowed=authz.allowed)
+        log.info("rpc_totals", outcomes=dict(RPC_OUTCOMES))
         await self.services.close()
 
 
@@ -116,7 +125,11 @@ def add_servicers(server: grpc.aio.Server, services: Services) -> None:
 
 
 async def start_server(
-    settings: Settings, services: Services | None = None, *, clock: Clock | None = None
+    settings: Settings,
+    services: Services | None = None,
+    *,
+    clock: Clock | None = None,
+    admitted: bool = True,
 ) -> RunningServer:
     # Before the services: tracing wraps the PostgreSQL driver before the pool connects.
     telemetry = Telemetry(settings)
@@ -154,7 +167,7 @@ async def start_server(
             await services.close()
         raise
     await server.start()
-    running = RunningServer(server, services, health_servicer, port)
+    running = RunningServer(server, services, health_servicer, port, admitted)
     running.telemetry = telemetry
     running.start_health()
     running.start_partition_maintenance()

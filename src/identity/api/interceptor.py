@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 import traceback
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -26,6 +27,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # cheaper per call than uuid4, which reads the OS random source).
 _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(1)
+# Calls answered by this process, by method and outcome (logged at shutdown: the
+# benchmark counts outcomes on the server side, not by what its load generator saw).
+RPC_OUTCOMES: Counter[str] = Counter()
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -87,6 +91,7 @@ def _wrap(full_method: str, behavior: Behavior, observer: Observer) -> Behavior:
             seconds = time.perf_counter() - started
             observer.rpc_done(service, method, code.name, seconds)
             elapsed_ms = round(seconds * 1000, 2)
+            RPC_OUTCOMES[f"{method}:{outcome}"] += 1
             if outcome == "OK":
                 log.debug("rpc_done", outcome=outcome, ms=elapsed_ms)
             else:

@@ -40,13 +40,29 @@ def root(
 
 
 @app.command()
-def serve() -> None:
+def serve(
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, help="Server processes sharing the port (default: IDENTITY_WORKERS)."
+    ),
+) -> None:
     """Run the gRPC server (configured by IDENTITY_* variables)."""
+    config = settings(needs_secret=True)
+    count = workers or config.workers
+    if count > 1:
+        # The supervisor checks the port itself and holds it for its workers.
+        from identity.supervisor import SupervisorError, supervise
+
+        try:
+            code = run(supervise(config, count))
+        except SupervisorError as exc:
+            typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
+
     from identity.cli.preflight import check_dependencies, preflight
     from identity.container import build_services
     from identity.server import serve as serve_forever
 
-    config = settings(needs_secret=True)
     preflight(config)
 
     async def main() -> None:

@@ -42,6 +42,15 @@ def _token_state(row: Row) -> RefreshTokenState:
     )
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """What rotate_live_refresh_token found: the session (as before this use), and whether
+    the token was rotated (False: the session has ended, nothing changed)."""
+
+    rotated: bool
+    session: Session
+
+
 # A session is live until it is revoked, reaches expires_at, or sits unused for the idle TTL.
 _LIVE = """
     revoked_at IS NULL AND expires_at > %(now)s AND last_used_at > %(now)s - %(idle)s
@@ -130,6 +139,18 @@ class SessionRepository:
         )
         row = await cur.fetchone()
         return None if row is None else row["session_id"]
+
+    async def rotate_live_refresh_token(
+        self, token_hash: bytes, successor_hash: bytes, *, now: datetime, idle_ttl: timedelta
+    ) -> Rotation | None:
+        """The common refresh in one round trip (migration 0005): a live token of a live
+        session is rotated to its successor and the session touched. None when the token
+        is unknown or already rotated; the caller then takes the general path."""
+        cur = await self._conn.execute(
+            "SELECT * FROM rotate_refresh_token(%s, %s, %s, %s)", (token_hash, successor_hash, now, idle_ttl)
+        )
+        row = await cur.fetchone()
+        return None if row is None else Rotation(bool(row["rotated"]), _session(row))
 
     async def refresh_token_state(self, token_hash: bytes) -> RefreshTokenState | None:
         cur = await self._conn.execute(

@@ -10,7 +10,7 @@ authenticated.
 - sessions: amr (RFC 8176) and auth_time, written at login and carried into every
   access token of the session, refreshes included.
 
-Revision ID: 0005
+Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-29
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0005"
+revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
