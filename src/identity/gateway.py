@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from pathlib import Path
 from string import Template
 from types import FrameType
 
+from identity.gateway_replies import local_reply_config
+
 DESCRIPTOR_ENV = "IDENTITY_DESCRIPTOR_PATH"
 DESCRIPTOR_NAME = "identity_descriptor.pb"
 DEFAULT_SERVICES = ("identity.v1.AuthService",)
@@ -30,6 +33,8 @@ ENVOY_INSTALL_HINT = "pip install 'identity[gateway]'"
 
 _DEPLOY_DIR = Path(__file__).resolve().parent / "deploy"
 _TEMPLATE_PATH = _DEPLOY_DIR / "envoy.yaml.tmpl"
+_EDGE_LUA_PATH = _DEPLOY_DIR / "edge.lua"
+_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
 _CLUSTER = "identity_grpc"
 _ROUTE_TIMEOUT = "15s"
 
@@ -57,6 +62,19 @@ class GatewayConfig:
     descriptor_path: Path
     services: tuple[str, ...] = DEFAULT_SERVICES
     cors_origins: tuple[str, ...] = ()
+    # HTTPS on the listener: certificate chain and key (PEM files).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # TLS to the server: the CA that issued its certificate; with a client
+    # certificate and key when the server asks for mutual TLS.
+    upstream_ca_file: Path | None = None
+    upstream_cert_file: Path | None = None
+    upstream_key_file: Path | None = None
+    # The local address Envoy connects to the server from, so that the server can
+    # tell the gateway (a trusted proxy) from other clients on the same host.
+    upstream_source: str | None = None
+    # Largest request body (JSON) forwarded: the server's default message limit.
+    max_body_bytes: int = 64 * 1024
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -112,7 +130,29 @@ def render_config(cfg: GatewayConfig) -> str:
         services=json.dumps(list(cfg.services)),
         cors_origins=json.dumps([{"exact": origin, "ignore_case": True} for origin in cfg.cors_origins]),
         service_routes=_render_service_routes(cfg.services, _placeholder_indent(template_text)),
+        listener_transport_socket=_listener_tls(cfg),
+        upstream_transport_socket=_upstream_tls(cfg),
+        upstream_bind_config=_upstream_bind(cfg),
+        local_reply_config=json.dumps(local_reply_config()),
+        edge_lua=_quote(_edge_lua(cfg.cors_origins)),
+        max_body_bytes=str(cfg.max_body_bytes),
     )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError with a clear message when ``host:port`` is taken.
+
+    Envoy's listener never shares its port (``enable_reuse_port: false``), so a
+    second gateway would fail anyway; this says why before Envoy starts."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def find_envoy() -> str:
@@ -152,6 +192,7 @@ def run_gateway(cfg: GatewayConfig, config_out: Path | None = None) -> int:
     """
     rendered = render_config(cfg)
     envoy = find_envoy()
+    check_port_free(cfg.listen_host, cfg.listen_port)
     if config_out is not None:
         config_out.parent.mkdir(parents=True, exist_ok=True)
         config_out.write_text(rendered, encoding="utf-8")
@@ -223,6 +264,23 @@ def _check_config(cfg: GatewayConfig) -> None:
             )
     if "\n" in str(cfg.descriptor_path) or "\r" in str(cfg.descriptor_path):
         raise ValueError("descriptor path must not contain line breaks")
+    if not 1 <= cfg.max_body_bytes <= 64 * 1024 * 1024:
+        raise ValueError(f"invalid body limit {cfg.max_body_bytes}: expected 1 byte to 64 MiB")
+    if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
+        raise ValueError("HTTPS needs both a certificate and a key file")
+    if (cfg.upstream_cert_file is None) != (cfg.upstream_key_file is None):
+        raise ValueError("a client certificate for the upstream needs both a certificate and a key file")
+    if cfg.upstream_cert_file is not None and cfg.upstream_ca_file is None:
+        raise ValueError("a client certificate for the upstream needs TLS to it: give the upstream CA file")
+    for path in (cfg.tls_cert_file, cfg.tls_key_file, cfg.upstream_ca_file, cfg.upstream_cert_file,
+                 cfg.upstream_key_file):
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+    if cfg.upstream_source is not None:
+        try:
+            ipaddress.ip_address(cfg.upstream_source)
+        except ValueError:
+            raise ValueError(f"invalid upstream source {cfg.upstream_source!r}: expected an IP address") from None
 
 
 def _is_valid_host(host: str) -> bool:
@@ -264,3 +322,63 @@ def _render_service_routes(services: tuple[str, ...], indent: str) -> str:
         for service in services
     ]
     return ("\n" + indent).join(routes)
+
+
+def _data_source(path: Path) -> dict[str, str]:
+    return {"filename": str(path.resolve())}
+
+
+def _listener_tls(cfg: GatewayConfig) -> str:
+    # Rendered as the first key of the filter chain; a plaintext chain gets a name instead.
+    if cfg.tls_cert_file is None or cfg.tls_key_file is None:
+        return 'name: "plaintext"'
+    context = {
+        "@type": f"{_TLS}.DownstreamTlsContext",
+        "common_tls_context": {
+            "alpn_protocols": ["h2", "http/1.1"],
+            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
+            "tls_certificates": [
+                {"certificate_chain": _data_source(cfg.tls_cert_file), "private_key": _data_source(cfg.tls_key_file)}
+            ],
+        },
+    }
+    return "transport_socket: " + json.dumps({"name": "envoy.transport_sockets.tls", "typed_config": context})
+
+
+def _upstream_tls(cfg: GatewayConfig) -> str:
+    if cfg.upstream_ca_file is None:
+        return "# plaintext to the server"
+    # The server's certificate must name the upstream host (DNS name or IP address).
+    san_type = "DNS" if _upstream_type(cfg.upstream_host) == "STRICT_DNS" else "IP_ADDRESS"
+    common: dict[str, object] = {
+        "alpn_protocols": ["h2"],
+        "validation_context": {
+            "trusted_ca": _data_source(cfg.upstream_ca_file),
+            "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": cfg.upstream_host}}],
+        },
+    }
+    if cfg.upstream_cert_file is not None and cfg.upstream_key_file is not None:
+        common["tls_certificates"] = [
+            {
+                "certificate_chain": _data_source(cfg.upstream_cert_file),
+                "private_key": _data_source(cfg.upstream_key_file),
+            }
+        ]
+    context: dict[str, object] = {"@type": f"{_TLS}.UpstreamTlsContext", "common_tls_context": common}
+    if san_type == "DNS":
+        context["sni"] = cfg.upstream_host
+    return "transport_socket: " + json.dumps({"name": "envoy.transport_sockets.tls", "typed_config": context})
+
+
+def _upstream_bind(cfg: GatewayConfig) -> str:
+    if cfg.upstream_source is None:
+        return "# connects from the default source address"
+    return "upstream_bind_config: " + json.dumps(
+        {"source_address": {"address": cfg.upstream_source, "port_value": 0}}
+    )
+
+
+def _edge_lua(origins: tuple[str, ...]) -> str:
+    # Origins are validated by _ORIGIN_RE (no quotes, brackets or backslashes).
+    table = "{" + ", ".join(f'["{origin.lower()}"] = true' for origin in origins) + "}"
+    return _EDGE_LUA_PATH.read_text(encoding="utf-8").replace("$allowed_origins", table)

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from identity.api.auth_servicer import AuthServicer
 from identity.api.interceptor import ErrorMappingInterceptor
 from identity.api.rbac_servicer import RbacServicer
+from identity.api.reflection import enable_reflection
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.services.partitions import run_periodic_ensure
@@ -108,7 +109,7 @@ async def start_server(settings: Settings, services: Services | None = None) -> 
     rbac_pb2_grpc.add_RbacServiceServicer_to_server(RbacServicer(services), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
+    enable_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )

@@ -26,6 +26,8 @@ from tests.support import REDIS_URL, TEST_SECRET_KEY
 
 BIN = Path(sys.executable).parent
 WEBSITE_ORIGIN = "http://localhost:3000"
+# The loopback address the test gateway connects to the server from.
+GATEWAY_SOURCE = "127.0.0.2"
 
 
 def free_port() -> int:
@@ -132,9 +134,10 @@ def start_server_process(
 
 @pytest.fixture(scope="session")
 def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # Behind one Envoy: the server trusts one x-forwarded-for hop.
+    # Behind one Envoy, which connects from GATEWAY_SOURCE: only it is believed about
+    # x-forwarded-for, not a direct caller on 127.0.0.1.
     server = start_server_process(
-        database_url, tmp_path_factory.mktemp("served"), IDENTITY_TRUSTED_PROXY_HOPS="1"
+        database_url, tmp_path_factory.mktemp("served"), IDENTITY_TRUSTED_PROXIES=f"{GATEWAY_SOURCE}/32"
     )
     yield server
     server.stop()
@@ -160,6 +163,8 @@ def gateway(served: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> 
             served.address,
             "--cors-origin",
             WEBSITE_ORIGIN,
+            "--upstream-source",
+            GATEWAY_SOURCE,
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

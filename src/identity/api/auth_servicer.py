@@ -22,7 +22,7 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, services: Services) -> None:
         self._s = services
-        self._trusted_hops = services.settings.trusted_proxy_hops
+        self._proxies = services.settings.trusted_proxies
 
     async def _caller(self, context: Context) -> Principal:
         return await self._s.tokens.authenticate(bearer_token(context))
@@ -35,12 +35,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
         result = await self._s.auth.login(
-            request.login, request.password, client_info(context, self._trusted_hops)
+            request.login, request.password, client_info(context, self._proxies)
         )
         return auth_pb2.LoginResponse(**convert.token_fields(result.tokens))
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
-        tokens = await self._s.auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
+        tokens = await self._s.auth.refresh(request.refresh_token, client_info(context, self._proxies))
         return auth_pb2.RefreshResponse(**convert.token_fields(tokens))
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
@@ -76,7 +76,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             request.current_password,
             request.new_password,
             keep_other_sessions=request.keep_other_sessions,
-            client=client_info(context, self._trusted_hops),
+            client=client_info(context, self._proxies),
         )
         return auth_pb2.ChangePasswordResponse(revoked_count=revoked)
 
@@ -87,7 +87,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await self._caller(context),
             request.new_login,
             request.password,
-            client_info(context, self._trusted_hops),
+            client_info(context, self._proxies),
         )
         return auth_pb2.ChangeLoginResponse(user=convert.user(changed))
 

@@ -18,6 +18,7 @@ from identity.api.errors import domain_status, internal_status
 from identity.domain.errors import BackendUnavailable, DomainError
 
 log = structlog.get_logger("identity.rpc")
+_REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Generated request ids: a random per-process prefix and a counter (unique, and far
 # cheaper per call than uuid4, which reads the OS random source).
@@ -29,7 +30,7 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and _REQUEST_ID.match(value):
+        if key == _REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID.match(value):
             return value
     return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
@@ -52,6 +53,9 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
         outcome = "OK"
         try:
+            # The answer names the id its log lines carry, so a user's error can be
+            # tied to them (the gateway passes it on as the x-request-id header).
+            await context.send_initial_metadata(((_REQUEST_ID_KEY, request_id),))
             return await behavior(request, context)
         except DomainError as error:
             outcome = error.reason

@@ -46,6 +46,17 @@ def gateway(
         [], help="Also expose this gRPC service over HTTP/JSON, e.g. identity.v1.RbacService (repeatable)."
     ),
     descriptor: Path | None = typer.Option(None, help="Descriptor set (default: the generated one)."),
+    tls_cert: Path | None = typer.Option(None, help="Serve HTTPS: certificate chain (PEM)."),
+    tls_key: Path | None = typer.Option(None, help="Serve HTTPS: private key (PEM)."),
+    upstream_ca: Path | None = typer.Option(None, help="Speak TLS to the server, trusting this CA (PEM)."),
+    upstream_cert: Path | None = typer.Option(None, help="Client certificate for a server asking mutual TLS."),
+    upstream_key: Path | None = typer.Option(None, help="Private key of --upstream-cert."),
+    upstream_source: str | None = typer.Option(
+        None, help="Local IP address to connect to the server from (name it in IDENTITY_TRUSTED_PROXIES)."
+    ),
+    max_body_bytes: int = typer.Option(
+        64 * 1024, help="Largest request body forwarded (413 beyond); keep it within IDENTITY_MAX_MESSAGE_BYTES."
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the Envoy config and exit."),
 ) -> None:
     """Run Envoy's gRPC-JSON transcoder in front of the server (the website path)."""
@@ -62,13 +73,25 @@ def gateway(
             descriptor_path=descriptor or gw.default_descriptor_path(),
             services=("identity.v1.AuthService", *expose_service),
             cors_origins=tuple(cors_origin),
+            tls_cert_file=tls_cert,
+            tls_key_file=tls_key,
+            upstream_ca_file=upstream_ca,
+            upstream_cert_file=upstream_cert,
+            upstream_key_file=upstream_key,
+            upstream_source=upstream_source,
+            max_body_bytes=max_body_bytes,
         )
         if print_config:
             typer.echo(gw.render_config(cfg))
             return
     except (ValueError, FileNotFoundError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    raise typer.Exit(gw.run_gateway(cfg))
+    try:
+        code = gw.run_gateway(cfg)
+    except OSError as exc:
+        typer.secho(f"error: {exc.strerror}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
 
 
 @app.command("config")
