@@ -202,9 +202,12 @@ def env_names() -> list[tuple[str, str]]:
     for f in fields(Settings):
         default = f.default
         shown = (
-            ",".join(str(item) for item in default) if isinstance(default, tuple)
-            else str(int(default.total_seconds())) if isinstance(default, timedelta)
-            else "(unset)" if isinstance(default, Secret)
+            ",".join(str(item) for item in default)
+            if isinstance(default, tuple)
+            else str(int(default.total_seconds()))
+            if isinstance(default, timedelta)
+            else "(unset)"
+            if isinstance(default, Secret)
             else str(default)
         )
         out.append((f.metadata["env"], shown))

@@ -272,15 +272,20 @@ def _check_config(cfg: GatewayConfig) -> None:
         raise ValueError("a client certificate for the upstream needs both a certificate and a key file")
     if cfg.upstream_cert_file is not None and cfg.upstream_ca_file is None:
         raise ValueError("a client certificate for the upstream needs TLS to it: give the upstream CA file")
-    for path in (cfg.tls_cert_file, cfg.tls_key_file, cfg.upstream_ca_file, cfg.upstream_cert_file,
-                 cfg.upstream_key_file):
+    for path in (
+        cfg.tls_cert_file,
+        cfg.tls_key_file,
+        cfg.upstream_ca_file,
+        cfg.upstream_cert_file,
+        cfg.upstream_key_file,
+    ):
         if path is not None and not path.is_file():
             raise ValueError(f"no such file: {path}")
     if cfg.upstream_source is not None:
         try:
             ipaddress.ip_address(cfg.upstream_source)
         except ValueError:
-            raise ValueError(f"invalid upstream source {cfg.upstream_source!r}: expected an IP address") from None
+            raise ValueError(f"invalid upstream source {cfg.upstream_source!r}: expected an IP") from None
 
 
 def _is_valid_host(host: str) -> bool:
@@ -338,7 +343,10 @@ def _listener_tls(cfg: GatewayConfig) -> str:
             "alpn_protocols": ["h2", "http/1.1"],
             "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
             "tls_certificates": [
-                {"certificate_chain": _data_source(cfg.tls_cert_file), "private_key": _data_source(cfg.tls_key_file)}
+                {
+                    "certificate_chain": _data_source(cfg.tls_cert_file),
+                    "private_key": _data_source(cfg.tls_key_file),
+                }
             ],
         },
     }
@@ -354,7 +362,9 @@ def _upstream_tls(cfg: GatewayConfig) -> str:
         "alpn_protocols": ["h2"],
         "validation_context": {
             "trusted_ca": _data_source(cfg.upstream_ca_file),
-            "match_typed_subject_alt_names": [{"san_type": san_type, "matcher": {"exact": cfg.upstream_host}}],
+            "match_typed_subject_alt_names": [
+                {"san_type": san_type, "matcher": {"exact": cfg.upstream_host}}
+            ],
         },
     }
     if cfg.upstream_cert_file is not None and cfg.upstream_key_file is not None:

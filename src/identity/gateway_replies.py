@@ -27,18 +27,28 @@ class GatewayError:
 
 # The README's gateway error table lists exactly these (a test keeps them in step).
 GATEWAY_ERRORS: tuple[GatewayError, ...] = (
-    GatewayError(400, code_pb2.INVALID_ARGUMENT, "MALFORMED_REQUEST",
-                 "the request could not be read: malformed JSON, an unknown field or query parameter, "
-                 "or a value of the wrong type or form"),
-    GatewayError(403, code_pb2.PERMISSION_DENIED, "ORIGIN_NOT_ALLOWED",
-                 "requests from this origin are not allowed"),
+    GatewayError(
+        400,
+        code_pb2.INVALID_ARGUMENT,
+        "MALFORMED_REQUEST",
+        "the request could not be read: malformed JSON, an unknown field or query parameter, "
+        "or a value of the wrong type or form",
+    ),
+    GatewayError(
+        403, code_pb2.PERMISSION_DENIED, "ORIGIN_NOT_ALLOWED", "requests from this origin are not allowed"
+    ),
     GatewayError(404, code_pb2.NOT_FOUND, "ROUTE_NOT_FOUND", "no such method or path"),
     GatewayError(413, code_pb2.INVALID_ARGUMENT, "REQUEST_TOO_LARGE", "the request body is too large"),
-    GatewayError(415, code_pb2.INVALID_ARGUMENT, "UNSUPPORTED_MEDIA_TYPE",
-                 "the request body must be JSON (content-type: application/json)"),
+    GatewayError(
+        415,
+        code_pb2.INVALID_ARGUMENT,
+        "UNSUPPORTED_MEDIA_TYPE",
+        "the request body must be JSON (content-type: application/json)",
+    ),
     GatewayError(503, code_pb2.UNAVAILABLE, "BACKEND_UNAVAILABLE", "the identity service is unavailable"),
-    GatewayError(504, code_pb2.DEADLINE_EXCEEDED, "BACKEND_UNAVAILABLE",
-                 "the identity service did not answer in time"),
+    GatewayError(
+        504, code_pb2.DEADLINE_EXCEEDED, "BACKEND_UNAVAILABLE", "the identity service did not answer in time"
+    ),
 )
 # Any other status Envoy produces itself keeps its status with this body.
 FALLBACK = GatewayError(0, code_pb2.UNKNOWN, "GATEWAY_ERROR", "the gateway could not handle the request")

@@ -23,6 +23,7 @@ from identity.api.reflection import enable_reflection
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.services.partitions import run_periodic_ensure
+from identity.tls import add_port
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 log = structlog.get_logger("identity.server")
@@ -113,7 +114,7 @@ async def start_server(settings: Settings, services: Services | None = None) -> 
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(settings.grpc_listen)
+    port, tls = add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
     await server.start()
@@ -124,7 +125,7 @@ async def start_server(settings: Settings, services: Services | None = None) -> 
     # collector, whose full passes over it would otherwise pause calls for ~50 ms.
     gc.collect()
     gc.freeze()
-    log.info("serving", listen=settings.grpc_listen, port=port)
+    log.info("serving", listen=settings.grpc_listen, port=port, tls=tls is not None)
     return running
 
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -53,10 +54,17 @@ def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def health_status(port: int, service: str = "", timeout: float = 2.0) -> int | None:
+def channel(port: int, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    target = f"127.0.0.1:{port}"
+    return grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)
+
+
+def health_status(
+    port: int, service: str = "", timeout: float = 2.0, credentials: grpc.ChannelCredentials | None = None
+) -> int | None:
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+        with channel(port, credentials) as channel_:
+            reply = health_pb2_grpc.HealthStub(channel_).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
             return int(reply.status)
@@ -104,8 +112,14 @@ class ServerProcess:
 
 
 def start_server_process(
-    database_url: str, log_dir: Path, *, expect_serving: bool = True, **extra_env: str
+    database_url: str,
+    log_dir: Path,
+    *,
+    expect_serving: bool = True,
+    credentials: grpc.ChannelCredentials | None = None,
+    **extra_env: str,
 ) -> ServerProcess:
+    """`identity serve` on a free port; ``credentials`` to reach it when it speaks TLS."""
     port = free_port()
     log_path = log_dir / f"identity-{port}.log"
     with log_path.open("wb") as log:
@@ -121,7 +135,7 @@ def start_server_process(
         if not expect_serving:
             wanted.add(health_pb2.HealthCheckResponse.NOT_SERVING)
         wait_for(
-            lambda: process.poll() is not None or health_status(port) in wanted,
+            lambda: process.poll() is not None or health_status(port, credentials=credentials) in wanted,
             "identity serve to answer health checks",
         )
     except TimeoutError:
@@ -147,51 +161,79 @@ def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 class Gateway:
     base_url: str
     process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+    context: ssl.SSLContext | None = None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
 
-@pytest.fixture(scope="session")
-def gateway(served: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def start_gateway(upstream: str, log_dir: Path, *args: str, context: ssl.SSLContext | None = None) -> Gateway:
+    """`identity gateway` on a free port in front of ``upstream``, ready to answer;
+    HTTPS when ``context`` (trusting its certificate) is given with --tls-cert/--tls-key."""
     port = free_port()
-    log = (tmp_path_factory.mktemp("envoy") / "envoy.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(BIN / "identity"),
-            "gateway",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--upstream",
-            served.address,
-            "--cors-origin",
-            WEBSITE_ORIGIN,
-            "--upstream-source",
-            GATEWAY_SOURCE,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base_url = f"http://127.0.0.1:{port}"
+    log_path = log_dir / f"envoy-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(BIN / "identity"),
+                "gateway",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                upstream,
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    scheme = "https" if context is not None else "http"
+    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, context)
 
     def ready() -> bool:
         if process.poll() is not None:
-            raise RuntimeError("envoy exited early")
+            raise RuntimeError(f"envoy exited early: {log_path.read_text()[-2000:]}")
         try:
-            status, _, _ = http("GET", base_url + "/v1/auth/jwks")
+            status, _, _ = http("GET", gateway.base_url + "/v1/auth/jwks", context=context)
             return status == 200
         except OSError:
             return False
 
-    wait_for(ready, "envoy to answer")
-    yield Gateway(base_url, process)
-    process.send_signal(signal.SIGTERM)
     try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+        wait_for(ready, "envoy to answer")
+    except TimeoutError:
+        gateway.stop()
+        raise
+    return gateway
+
+
+@pytest.fixture(scope="session")
+def gateway(served: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    gateway = start_gateway(
+        served.address,
+        tmp_path_factory.mktemp("envoy"),
+        "--cors-origin",
+        WEBSITE_ORIGIN,
+        "--upstream-source",
+        GATEWAY_SOURCE,
+    )
+    yield gateway
+    gateway.stop()
 
 
 def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any, dict[str, str]]:
     """One HTTP/JSON call; returns (status, parsed JSON body or None, lower-cased headers)."""
     data = None if body is None else json.dumps(body).encode()
@@ -201,7 +243,7 @@ def http(
     for key, value in (headers or {}).items():
         request.add_header(key, value)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             status, raw, got = response.status, response.read(), dict(response.headers)
     except urllib.error.HTTPError as error:
         status, raw, got = error.code, error.read(), dict(error.headers)

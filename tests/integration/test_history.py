@@ -4,7 +4,6 @@ keyset pages behind tamper-proof tokens, an optional time range, trusted client 
 from __future__ import annotations
 
 import ipaddress
-
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -193,6 +192,7 @@ async def test_a_peer_outside_the_proxy_list_cannot_choose_its_ip(database_url):
     async with server_with(database_url, trusted_proxies=proxies) as (stub, _):
         account = await register_and_login(stub)
         spoof = (("x-forwarded-for", "203.0.113.9"),)
-        await stub.Login(auth_pb2.LoginRequest(login=account.login, password=account.password), metadata=spoof)
+        login = auth_pb2.LoginRequest(login=account.login, password=account.password)
+        await stub.Login(login, metadata=spoof)
         page = await stub.ListLoginHistory(auth_pb2.ListLoginHistoryRequest(), metadata=account.metadata)
         assert page.entries[0].ip == "127.0.0.1"

@@ -25,7 +25,7 @@ def test_values_are_parsed_by_type() -> None:
 
 
 def test_a_proxy_entry_that_is_no_address_is_refused() -> None:
-    with pytest.raises(ValueError, match="IDENTITY_TRUSTED_PROXIES.*envoy"):
+    with pytest.raises(ValueError, match=r"IDENTITY_TRUSTED_PROXIES.*envoy"):
         Settings.from_env({"IDENTITY_TRUSTED_PROXIES": "10.0.0.0/8,envoy"})
 
 

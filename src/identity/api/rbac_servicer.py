@@ -11,6 +11,7 @@ import grpc
 
 from identity.api import rbac_convert as convert
 from identity.api.metadata import bearer_token
+from identity.api.peer import PeerCertificates
 from identity.container import Services
 from identity.domain.permissions import Decision
 from identity.services.rbac import Actor
@@ -25,6 +26,7 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
         self._s = services
         self._roles = services.roles
         self._authz = services.authz
+        self._peers = PeerCertificates(services.service_keys)
         # Responses to decisions answered from memory (a Decision hashes by identity): built
         # once, sent many times (a message is only read when serialised). Bounded by clearing.
         self._responses: dict[Decision, rbac_pb2.CheckPermissionResponse] = {}
@@ -90,7 +92,7 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
     async def CheckPermission(
         self, request: rbac_pb2.CheckPermissionRequest, context: Context
     ) -> rbac_pb2.CheckPermissionResponse:
-        credential = bearer_token(context)
+        credential = await self._peers.credential(context)
         # A peer's repeated question is answered from memory without a coroutine chain.
         decided = self._authz.cached(credential, request.subject.user_id, request.permission)
         if decided is None:
@@ -108,13 +110,15 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
     async def CheckPermissions(
         self, request: rbac_pb2.CheckPermissionsRequest, context: Context
     ) -> rbac_pb2.CheckPermissionsResponse:
-        decisions = await self._authz.check_many(bearer_token(context), convert.checks(request))
+        decisions = await self._authz.check_many(
+            await self._peers.credential(context), convert.checks(request)
+        )
         return rbac_pb2.CheckPermissionsResponse(decisions=[convert.decision(d) for d in decisions])
 
     async def ListUserPermissions(
         self, request: rbac_pb2.ListUserPermissionsRequest, context: Context
     ) -> rbac_pb2.ListUserPermissionsResponse:
         permissions = await self._authz.list_permissions(
-            bearer_token(context), convert.subject(request.subject)
+            await self._peers.credential(context), convert.subject(request.subject)
         )
         return rbac_pb2.ListUserPermissionsResponse(permissions=convert.effective(permissions))

@@ -7,7 +7,7 @@ its service."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import descriptor, descriptor_pool
@@ -23,7 +23,7 @@ class MethodAwarePool:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._pool, name)
 
-    def FindFileContainingSymbol(self, symbol: str) -> descriptor.FileDescriptor:  # noqa: N802 - the pool's API
+    def FindFileContainingSymbol(self, symbol: str) -> descriptor.FileDescriptor:
         try:
             return self._pool.FindFileContainingSymbol(symbol)
         except KeyError:
@@ -37,4 +37,6 @@ class MethodAwarePool:
 
 
 def enable_reflection(service_names: tuple[str, ...], server: grpc.aio.Server) -> None:
-    reflection.enable_server_reflection(service_names, server, pool=MethodAwarePool(descriptor_pool.Default()))
+    # Duck-typed: the reflection servicer only calls the pool's Find* methods.
+    pool = cast(descriptor_pool.DescriptorPool, MethodAwarePool(descriptor_pool.Default()))
+    reflection.enable_server_reflection(service_names, server, pool=pool)

@@ -49,13 +49,13 @@ def gateway(
     tls_cert: Path | None = typer.Option(None, help="Serve HTTPS: certificate chain (PEM)."),
     tls_key: Path | None = typer.Option(None, help="Serve HTTPS: private key (PEM)."),
     upstream_ca: Path | None = typer.Option(None, help="Speak TLS to the server, trusting this CA (PEM)."),
-    upstream_cert: Path | None = typer.Option(None, help="Client certificate for a server asking mutual TLS."),
+    upstream_cert: Path | None = typer.Option(None, help="Client certificate, for a server asking mTLS."),
     upstream_key: Path | None = typer.Option(None, help="Private key of --upstream-cert."),
     upstream_source: str | None = typer.Option(
         None, help="Local IP address to connect to the server from (name it in IDENTITY_TRUSTED_PROXIES)."
     ),
     max_body_bytes: int = typer.Option(
-        64 * 1024, help="Largest request body forwarded (413 beyond); keep it within IDENTITY_MAX_MESSAGE_BYTES."
+        64 * 1024, help="Largest request body forwarded (413 beyond), within IDENTITY_MAX_MESSAGE_BYTES."
     ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the Envoy config and exit."),
 ) -> None:
