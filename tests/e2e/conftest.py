@@ -174,9 +174,16 @@ class Gateway:
                 self.process.wait()
 
 
-def start_gateway(upstream: str, log_dir: Path, *args: str, context: ssl.SSLContext | None = None) -> Gateway:
-    """`identity gateway` on a free port in front of ``upstream``, ready to answer;
-    HTTPS when ``context`` (trusting its certificate) is given with --tls-cert/--tls-key."""
+def start_gateway(
+    upstream: str,
+    log_dir: Path,
+    *args: str,
+    context: ssl.SSLContext | None = None,
+    ready_status: int = 200,
+) -> Gateway:
+    """`identity gateway` on a free port in front of ``upstream``, once the JWKS path
+    answers ``ready_status``; HTTPS when ``context`` (trusting its certificate) is
+    given with --tls-cert/--tls-key."""
     port = free_port()
     log_path = log_dir / f"envoy-{port}.log"
     with log_path.open("wb") as log:
@@ -201,7 +208,7 @@ def start_gateway(upstream: str, log_dir: Path, *args: str, context: ssl.SSLCont
             raise RuntimeError(f"envoy exited early: {log_path.read_text()[-2000:]}")
         try:
             status, _, _ = http("GET", gateway.base_url + "/v1/auth/jwks", context=context)
-            return status == 200
+            return status == ready_status
         except OSError:
             return False
 
