@@ -24,7 +24,7 @@ from pathlib import Path
 from string import Template
 from types import FrameType
 
-from identity.gateway_replies import local_reply_config
+from identity.gateway_replies import NATIVE_GRPC_HEADER, local_reply_config
 
 DESCRIPTOR_ENV = "IDENTITY_DESCRIPTOR_PATH"
 DESCRIPTOR_NAME = "identity_descriptor.pb"
@@ -134,6 +134,7 @@ def render_config(cfg: GatewayConfig) -> str:
         upstream_transport_socket=_upstream_tls(cfg),
         upstream_bind_config=_upstream_bind(cfg),
         local_reply_config=json.dumps(local_reply_config()),
+        native_grpc_header=_quote(NATIVE_GRPC_HEADER),
         edge_lua=_quote(_edge_lua(cfg.cors_origins)),
         max_body_bytes=str(cfg.max_body_bytes),
     )
@@ -391,4 +392,5 @@ def _upstream_bind(cfg: GatewayConfig) -> str:
 def _edge_lua(origins: tuple[str, ...]) -> str:
     # Origins are validated by _ORIGIN_RE (no quotes, brackets or backslashes).
     table = "{" + ", ".join(f'["{origin.lower()}"] = true' for origin in origins) + "}"
-    return _EDGE_LUA_PATH.read_text(encoding="utf-8").replace("$allowed_origins", table)
+    source = _EDGE_LUA_PATH.read_text(encoding="utf-8")
+    return source.replace("$allowed_origins", table).replace("$native_grpc_header", NATIVE_GRPC_HEADER)

@@ -65,14 +65,33 @@ def _body(error: GatewayError) -> dict[str, Any]:
     }
 
 
+# Set by the edge filter (deploy/edge.lua) on native gRPC requests, before the
+# transcoder rewrites transcoded ones to look the same; never forwarded upstream.
+NATIVE_GRPC_HEADER = "x-identity-native-grpc"
+
+
+def _status(op: str, value: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {"op": op, "value": {"default_value": value, "runtime_key": "_"}}
+        }
+    }
+
+
+def _for_http(status_filter: dict[str, Any]) -> dict[str, Any]:
+    # Native gRPC callers keep Envoy's own grpc-status answers (UNIMPLEMENTED for a
+    # service this gateway does not expose, ...), which a JSON body would garble.
+    not_grpc = {
+        "header_filter": {"header": {"name": NATIVE_GRPC_HEADER, "present_match": True, "invert_match": True}}
+    }
+    return {"and_filter": {"filters": [status_filter, not_grpc]}}
+
+
 def local_reply_config() -> dict[str, Any]:
     """The HttpConnectionManager's ``local_reply_config`` as a JSON-able mapping."""
-    mappers = []
-    for error in GATEWAY_ERRORS:
-        status_filter = {
-            "status_code_filter": {
-                "comparison": {"op": "EQ", "value": {"default_value": error.http_status, "runtime_key": "_"}}
-            }
-        }
-        mappers.append({"filter": status_filter, "body_format_override": _body(error)})
-    return {"mappers": mappers, "body_format": _body(FALLBACK)}
+    mappers = [
+        {"filter": _for_http(_status("EQ", error.http_status)), "body_format_override": _body(error)}
+        for error in GATEWAY_ERRORS
+    ]
+    mappers.append({"filter": _for_http(_status("GE", 400)), "body_format_override": _body(FALLBACK)})
+    return {"mappers": mappers}

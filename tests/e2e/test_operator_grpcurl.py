@@ -33,7 +33,10 @@ def test_describe_works(grpcurl, served):
 def test_describe_resolves_method_symbols(grpcurl, served):
     for method, signature in (
         ("identity.v1.AuthService.Login", "rpc Login ( .identity.v1.LoginRequest )"),
-        ("identity.v1.RbacService.CheckPermission", "rpc CheckPermission ( .identity.v1.CheckPermissionRequest )"),
+        (
+            "identity.v1.RbacService.CheckPermission",
+            "rpc CheckPermission ( .identity.v1.CheckPermissionRequest )",
+        ),
         ("grpc.health.v1.Health.Check", "rpc Check ( .grpc.health.v1.HealthCheckRequest )"),
     ):
         result = run(grpcurl, served.address, "describe", method)

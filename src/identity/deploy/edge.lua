@@ -50,8 +50,20 @@ local function body_type_allowed(headers)
   return kind == "application/json" or string.find(kind, "^application/grpc") ~= nil
 end
 
+-- Marks native gRPC calls for local_reply_config (identity.gateway_replies), which
+-- otherwise cannot tell them from transcoded ones; a client's own copy is dropped.
+local function mark_native_grpc(headers)
+  local kind = string.lower(headers:get("content-type") or "")
+  if string.find(kind, "^application/grpc") ~= nil then
+    headers:replace("$native_grpc_header", "1")
+  else
+    headers:remove("$native_grpc_header")
+  end
+end
+
 function envoy_on_request(request)
   local headers = request:headers()
+  mark_native_grpc(headers)
   if not well_formed_id(headers:get("x-request-id")) then
     local id = fresh_id()
     if id ~= nil then
