@@ -186,7 +186,26 @@ class Settings:
                 except ValueError as exc:
                     raise ValueError(f"{name}: {exc}") from None
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings.check_tls_files()
+        return settings
+
+    def check_tls_files(self) -> None:
+        """The TLS settings name all the files they need, and those files exist."""
+        cert, key, client_ca = self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        if bool(cert) != bool(key):
+            raise ValueError("IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE go together")
+        if client_ca and not cert:
+            raise ValueError(
+                "IDENTITY_TLS_CLIENT_CA_FILE needs IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE"
+            )
+        for name, path in (
+            ("IDENTITY_TLS_CERT_FILE", cert),
+            ("IDENTITY_TLS_KEY_FILE", key),
+            ("IDENTITY_TLS_CLIENT_CA_FILE", client_ca),
+        ):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{name}: no such file: {path}")
 
     def require_secret_key(self) -> bytes:
         if len(self.secret_key.reveal()) < 32:

@@ -37,15 +37,10 @@ class TlsFiles:
     @classmethod
     def from_settings(cls, settings: Settings) -> TlsFiles | None:
         """The configured files, or None for plaintext; ValueError on a half configuration."""
+        settings.check_tls_files()
         cert, key, client_ca = settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
-        if not cert and not key:
-            if client_ca:
-                raise ValueError(
-                    "IDENTITY_TLS_CLIENT_CA_FILE needs IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE"
-                )
+        if not cert:
             return None
-        if not cert or not key:
-            raise ValueError("IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE go together")
         return cls(Path(cert), Path(key), Path(client_ca) if client_ca else None)
 
     def paths(self) -> tuple[Path, ...]:

@@ -36,6 +36,17 @@ def test_the_replaced_hop_count_stops_start_up_with_its_replacement() -> None:
     assert Settings.from_env({"IDENTITY_TRUSTED_PROXY_HOPS": "0"}).trusted_proxies == ()
 
 
+def test_tls_files_must_come_in_pairs_and_exist(tmp_path) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    with pytest.raises(ValueError, match="go together"):
+        Settings.from_env({"IDENTITY_TLS_CERT_FILE": str(pem)})
+    with pytest.raises(ValueError, match="IDENTITY_TLS_KEY_FILE: no such file"):
+        Settings.from_env({"IDENTITY_TLS_CERT_FILE": str(pem), "IDENTITY_TLS_KEY_FILE": "/no/such.key"})
+    both = Settings.from_env({"IDENTITY_TLS_CERT_FILE": str(pem), "IDENTITY_TLS_KEY_FILE": str(pem)})
+    assert both.tls_cert_file == str(pem)
+
+
 def test_secrets_never_show_themselves() -> None:
     settings = Settings.from_env({"IDENTITY_SECRET_KEY": "super-secret-value-" * 3})
     assert "super-secret" not in repr(settings)
