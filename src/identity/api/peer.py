@@ -14,7 +14,6 @@ from typing import Any
 
 import grpc
 
-from identity.api.metadata import bearer_token
 from identity.domain.errors import InvalidArgument, Unauthenticated
 from identity.services.authz import CheckCaller
 from identity.services.service_keys import ServiceKeyService, validate_key_name
@@ -38,11 +37,8 @@ class PeerCertificates:
     def __init__(self, service_keys: ServiceKeyService) -> None:
         self._service_keys = service_keys
 
-    async def credential(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | CheckCaller | None:
-        """The bearer credential of the call, else the peer its certificate names, else None."""
-        token = bearer_token(context)
-        if token is not None:
-            return token
+    async def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> CheckCaller | None:
+        """For a call without a bearer credential: the peer its certificate names, else None."""
         name = certificate_name(context)
         if name is None:
             return None

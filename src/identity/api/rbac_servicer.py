@@ -92,7 +92,7 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
     async def CheckPermission(
         self, request: rbac_pb2.CheckPermissionRequest, context: Context
     ) -> rbac_pb2.CheckPermissionResponse:
-        credential = await self._peers.credential(context)
+        credential = bearer_token(context) or await self._peers.caller(context)
         # A peer's repeated question is answered from memory without a coroutine chain.
         decided = self._authz.cached(credential, request.subject.user_id, request.permission)
         if decided is None:
@@ -111,7 +111,7 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
         self, request: rbac_pb2.CheckPermissionsRequest, context: Context
     ) -> rbac_pb2.CheckPermissionsResponse:
         decisions = await self._authz.check_many(
-            await self._peers.credential(context), convert.checks(request)
+            bearer_token(context) or await self._peers.caller(context), convert.checks(request)
         )
         return rbac_pb2.CheckPermissionsResponse(decisions=[convert.decision(d) for d in decisions])
 
@@ -119,6 +119,6 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
         self, request: rbac_pb2.ListUserPermissionsRequest, context: Context
     ) -> rbac_pb2.ListUserPermissionsResponse:
         permissions = await self._authz.list_permissions(
-            await self._peers.credential(context), convert.subject(request.subject)
+            bearer_token(context) or await self._peers.caller(context), convert.subject(request.subject)
         )
         return rbac_pb2.ListUserPermissionsResponse(permissions=convert.effective(permissions))
