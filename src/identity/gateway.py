@@ -211,7 +211,17 @@ def envoy_command(envoy: str, config_path: Path) -> list[str]:
     shared-memory region or domain socket keyed on a base id, so any number of
     gateways (tests, several listeners) can run side by side.
     """
-    return [envoy, "--config-path", str(config_path), "--log-level", "warn", "--disable-hot-restart"]
+    # Access log lines reach stdout within a second (Envoy's default is 10 s).
+    return [
+        envoy,
+        "--config-path",
+        str(config_path),
+        "--log-level",
+        "warn",
+        "--disable-hot-restart",
+        "--file-flush-interval-msec",
+        "1000",
+    ]
 
 
 def _run_envoy(envoy: str, config_path: Path) -> int:

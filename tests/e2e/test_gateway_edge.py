@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -360,10 +361,38 @@ def _failing_register(gateway: Gateway, headers: dict[str, str]) -> dict[str, st
     return got
 
 
+def _gateway_lines(gateway: Gateway, request_id: str) -> list[dict[str, Any]]:
+    """The gateway's access log lines for ``request_id`` (flushed within a second)."""
+    assert gateway.log_path is not None
+    found: list[dict[str, Any]] = []
+
+    def seen() -> bool:
+        found.clear()
+        for raw_line in gateway.log_path.read_text().splitlines():
+            if raw_line.startswith("{") and json.loads(raw_line).get("request_id") == request_id:
+                found.append(json.loads(raw_line))
+        return bool(found)
+
+    wait_for(seen, f"the gateway's log line for {request_id}", timeout=10)
+    return found
+
+
 def test_a_well_formed_request_id_is_kept_end_to_end(gateway, served) -> None:
     got = _failing_register(gateway, {"x-request-id": "support-case.4711"})
     assert got["x-request-id"] == "support-case.4711"
     assert _logged(served, "support-case.4711")
+    [line] = _gateway_lines(gateway, "support-case.4711")
+    assert (line["method"], line["path"], line["status"]) == ("POST", "/v1/auth/register", 400)
+
+
+def test_the_gateway_logs_its_own_refusals_by_request_id_without_the_query(gateway) -> None:
+    headers = {"x-request-id": "support-case.4712", "content-type": "text/plain"}
+    in_query = "sk_QueryOnlyMarker9Z"
+    status, _, got = raw(gateway, "POST", f"/v1/auth/login?hint={in_query}", b"{}", headers)
+    assert status == 415 and got["x-request-id"] == "support-case.4712"
+    [line] = _gateway_lines(gateway, "support-case.4712")
+    assert (line["path"], line["status"]) == ("/v1/auth/login", 415)
+    assert in_query not in gateway.log_path.read_text()  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("sent", [None, "has spaces and <tags>", "x" * 65])
