@@ -81,6 +81,19 @@ def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
     raise TimeoutError(f"timed out waiting for {what}")
 
 
+def identity_cli(database_url: str, *args: str) -> str:
+    """Run the `identity` CLI against ``database_url``; its standard output."""
+    result = subprocess.run(
+        [str(BIN / "identity"), *args],
+        capture_output=True,
+        text=True,
+        env=server_env(database_url, free_port(), IDENTITY_LOG_LEVEL="warning"),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
 @dataclass
 class ServerProcess:
     process: subprocess.Popen[bytes]

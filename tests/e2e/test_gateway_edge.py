@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from identity.gateway import GatewayConfig, default_descriptor_path, envoy_command, find_envoy, render_config
-from identity.v1 import auth_pb2, auth_pb2_grpc
+from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 from tests.e2e.conftest import (
     BIN,
     GATEWAY_SOURCE,
@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     ServerProcess,
     error_reason,
     http,
+    identity_cli,
     start_gateway,
     start_server_process,
     wait_for,
@@ -418,4 +419,25 @@ def test_direct_grpc_answers_carry_the_request_id(served) -> None:
                 metadata=(("x-request-id", "ops-2"),),
             )
         assert ("x-request-id", "ops-2") in failed.value.initial_metadata()
+        assert ("x-request-id", "ops-2") in failed.value.trailing_metadata()
     assert _logged(served, "ops-2")
+
+
+def test_permission_checks_carry_the_request_id_in_trailing_metadata(served, database_url) -> None:
+    key = identity_cli(database_url, "service-keys", "create", new_login("peer")).strip().split()[-1]
+    assert key.startswith("sk_")
+    with grpc.insecure_channel(served.address) as channel:
+        stub = rbac_pb2_grpc.RbacServiceStub(channel)
+        request = rbac_pb2.CheckPermissionRequest(
+            subject=rbac_pb2.Subject(user_id="00000000-0000-0000-0000-000000000000"), permission="a.b"
+        )
+        # Refused (no credential): the id is in the status's trailers.
+        with pytest.raises(grpc.RpcError) as failed:
+            stub.CheckPermission(request, metadata=(("x-request-id", "peer-1"),))
+        assert failure(failed.value).code == grpc.StatusCode.UNAUTHENTICATED
+        assert ("x-request-id", "peer-1") in failed.value.trailing_metadata()
+        assert _logged(served, "peer-1")
+        answered = (("authorization", f"Bearer {key}"), ("x-request-id", "peer-2"))
+        reply, call = stub.CheckPermission.with_call(request, metadata=answered)
+        assert reply.reason == rbac_pb2.DECISION_REASON_USER_UNKNOWN
+        assert ("x-request-id", "peer-2") in call.trailing_metadata()

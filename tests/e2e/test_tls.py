@@ -19,12 +19,10 @@ import pytest
 from identity.v1 import rbac_pb2, rbac_pb2_grpc
 from tests.certs import Authority, Issued, new_authority, served_serial
 from tests.e2e.conftest import (
-    BIN,
     ServerProcess,
     error_reason,
-    free_port,
     http,
-    server_env,
+    identity_cli,
     start_gateway,
     start_server_process,
     wait_for,
@@ -80,18 +78,6 @@ def grpcurl_list(grpcurl: str, address: str, *flags: str) -> subprocess.Complete
     return subprocess.run(
         [grpcurl, "-max-time", "10", *flags, address, "list"], capture_output=True, text=True, timeout=30
     )
-
-
-def identity_cli(database_url: str, *args: str) -> str:
-    result = subprocess.run(
-        [str(BIN / "identity"), *args],
-        capture_output=True,
-        text=True,
-        env=server_env(database_url, free_port(), IDENTITY_LOG_LEVEL="warning"),
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
 
 
 @pytest.fixture

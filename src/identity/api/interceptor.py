@@ -9,7 +9,7 @@ import secrets
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import grpc
 import structlog
@@ -24,6 +24,11 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # cheaper per call than uuid4, which reads the OS random source).
 _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(1)
+
+# The peer checks, answered from memory thousands of times a second, carry the id in
+# trailing metadata (sent with the status at no extra cost): a separate write of
+# initial metadata took about a sixth of their throughput in `make bench`.
+_ID_IN_TRAILERS = frozenset({"CheckPermission", "CheckPermissions"})
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -44,7 +49,22 @@ def _where(exc: BaseException) -> str:
     return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
+class _Status(NamedTuple):
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]
+
+
+def _with_request_id(status: grpc.Status, request_id: str) -> grpc.Status:
+    """The status with the request id added to its trailing metadata (an abort replaces
+    whatever trailing metadata was set before)."""
+    trailers = (*(status.trailing_metadata or ()), (_REQUEST_ID_KEY, request_id))
+    return cast(grpc.Status, _Status(status.code, status.details, trailers))
+
+
 def _wrap(method: str, behavior: Behavior) -> Behavior:
+    id_in_trailers = method in _ID_IN_TRAILERS
+
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _request_id(context)
         started = time.perf_counter()
@@ -55,19 +75,22 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
         try:
             # The answer names the id its log lines carry, so a user's error can be
             # tied to them (the gateway passes it on as the x-request-id header).
-            await context.send_initial_metadata(((_REQUEST_ID_KEY, request_id),))
+            if id_in_trailers:
+                context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
+            else:
+                await context.send_initial_metadata(((_REQUEST_ID_KEY, request_id),))
             return await behavior(request, context)
         except DomainError as error:
             outcome = error.reason
             if isinstance(error, BackendUnavailable):
                 log.warning("backend_unavailable", cause=type(error.__cause__).__name__)
-            await context.abort_with_status(domain_status(error))
+            await context.abort_with_status(_with_request_id(domain_status(error), request_id))
         except (grpc.aio.AbortError, grpc.RpcError):
             raise
         except Exception as exc:  # the generic edge: nothing of it reaches the client
             outcome = "INTERNAL"
             log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
-            await context.abort_with_status(internal_status())
+            await context.abort_with_status(_with_request_id(internal_status(), request_id))
         finally:
             elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
             if outcome == "OK":
