@@ -31,7 +31,7 @@ GATEWAY_ERRORS: tuple[GatewayError, ...] = (
         400,
         code_pb2.INVALID_ARGUMENT,
         "MALFORMED_REQUEST",
-        "the request could not be read: malformed JSON, an unknown field or query parameter, "
+        "the request could not be read: malformed JSON, an unknown query parameter, "
         "or a value of the wrong type or form",
     ),
     GatewayError(
