@@ -3,11 +3,23 @@ into a frozen Settings and passed down. README.md lists them all with defaults."
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeAlias
+
+IPNetwork: TypeAlias = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Variables that no longer exist, with what replaces them: start-up fails rather than
+# silently dropping a setting an operator relies on.
+_REPLACED = {
+    "IDENTITY_TRUSTED_PROXY_HOPS": (
+        "IDENTITY_TRUSTED_PROXY_HOPS is replaced by IDENTITY_TRUSTED_PROXIES, the comma-separated "
+        "CIDRs of the proxies in front of the server (e.g. 127.0.0.1/32 for a local Envoy)"
+    ),
+}
 
 
 class Secret:
@@ -47,6 +59,16 @@ def _bool(value: str) -> bool:
     raise ValueError(f"not a boolean: {value!r}")
 
 
+def _networks(value: str) -> tuple[IPNetwork, ...]:
+    out = []
+    for part in _csv(value):
+        try:
+            out.append(ipaddress.ip_network(part, strict=False))
+        except ValueError:
+            raise ValueError(f"not an address or CIDR: {part!r}") from None
+    return tuple(out)
+
+
 # Keyed by the field annotation as written (annotations are strings here).
 _PARSERS: dict[str, Callable[[str], Any]] = {
     "str": str,
@@ -55,6 +77,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "timedelta": _seconds,
     "tuple[str, ...]": _csv,
     "Secret": Secret,
+    "tuple[IPNetwork, ...]": _networks,
 }
 
 
@@ -76,6 +99,11 @@ class Settings:
     grpc_reuseport: bool = field(default=False, metadata=_env("IDENTITY_GRPC_REUSEPORT"))
     # `identity serve` processes sharing the port under one supervisor (`--workers` wins).
     workers: int = field(default=1, metadata=_env("IDENTITY_WORKERS"))
+    # TLS on the gRPC listener (PEM files, re-read when they change); both or neither.
+    tls_cert_file: str = field(default="", metadata=_env("IDENTITY_TLS_CERT_FILE"))
+    tls_key_file: str = field(default="", metadata=_env("IDENTITY_TLS_KEY_FILE"))
+    # Mutual TLS: every client must present a certificate issued by this CA.
+    tls_client_ca_file: str = field(default="", metadata=_env("IDENTITY_TLS_CLIENT_CA_FILE"))
     # Master secret: encrypts private signing keys and TOTP secrets at rest (HKDF per purpose).
     secret_key: Secret = field(default=Secret(""), metadata=_env("IDENTITY_SECRET_KEY"))
     # The usual `_FILE` convention for container secrets: the secret is read from this file
@@ -140,8 +168,9 @@ class Settings:
     mfa_lock_wait: timedelta = field(
         default=timedelta(hours=1), metadata=_env("IDENTITY_MFA_LOCK_WAIT_SECONDS")
     )
-    # x-forwarded-for hops to trust (1 behind one Envoy); 0 means use the TCP peer only.
-    trusted_proxy_hops: int = field(default=0, metadata=_env("IDENTITY_TRUSTED_PROXY_HOPS"))
+    # Addresses (CIDRs) of the proxies in front of the server. x-forwarded-for is read only
+    # when the TCP peer is one of them; from anyone else the header is ignored.
+    trusted_proxies: tuple[IPNetwork, ...] = field(default=(), metadata=_env("IDENTITY_TRUSTED_PROXIES"))
 
     # Monthly login_history partitions kept ready beyond the current month (start-up and daily).
     partition_months_ahead: int = field(default=3, metadata=_env("IDENTITY_PARTITION_MONTHS_AHEAD"))
@@ -185,6 +214,9 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         environ = os.environ if environ is None else environ
+        for name, replacement in _REPLACED.items():
+            if environ.get(name, "").strip() not in ("", "0"):
+                raise ValueError(replacement)
         values: dict[str, Any] = {}
         for f in fields(cls):
             name = f.metadata["env"]
@@ -199,6 +231,23 @@ class Settings:
             values["secret_key"] = Secret(_read_secret_file(values["secret_key_file"]))
         values.update(overrides)
         return cls(**values)
+
+    def check_tls_files(self) -> None:
+        """The TLS settings name all the files they need, and those files exist."""
+        cert, key, client_ca = self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file
+        if bool(cert) != bool(key):
+            raise ValueError("IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE go together")
+        if client_ca and not cert:
+            raise ValueError(
+                "IDENTITY_TLS_CLIENT_CA_FILE needs IDENTITY_TLS_CERT_FILE and IDENTITY_TLS_KEY_FILE"
+            )
+        for name, path in (
+            ("IDENTITY_TLS_CERT_FILE", cert),
+            ("IDENTITY_TLS_KEY_FILE", key),
+            ("IDENTITY_TLS_CLIENT_CA_FILE", client_ca),
+        ):
+            if path and not os.path.isfile(path):
+                raise ValueError(f"{name}: no such file: {path}")
 
     def require_secret_key(self) -> bytes:
         if len(self.secret_key.reveal()) < 32:
@@ -224,7 +273,7 @@ def env_names() -> list[tuple[str, str]]:
     for f in fields(Settings):
         default = f.default
         shown = (
-            ",".join(default)
+            ",".join(str(item) for item in default)
             if isinstance(default, tuple)
             else str(int(default.total_seconds()))
             if isinstance(default, timedelta)

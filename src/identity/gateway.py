@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,9 @@ from string import Template
 from types import FrameType
 from urllib.parse import urlsplit
 
+from identity.gateway_replies import NATIVE_GRPC_HEADER, local_reply_config
+from identity.gateway_tls import listener_tls, upstream_tls
+
 DESCRIPTOR_ENV = "IDENTITY_DESCRIPTOR_PATH"
 DESCRIPTOR_NAME = "identity_descriptor.pb"
 DEFAULT_SERVICES = ("identity.v1.AuthService",)
@@ -31,6 +35,7 @@ ENVOY_INSTALL_HINT = "pip install 'identity[gateway]'"
 
 _DEPLOY_DIR = Path(__file__).resolve().parent / "deploy"
 _TEMPLATE_PATH = _DEPLOY_DIR / "envoy.yaml.tmpl"
+_EDGE_LUA_PATH = _DEPLOY_DIR / "edge.lua"
 _CLUSTER = "identity_grpc"
 _ROUTE_TIMEOUT = "15s"
 
@@ -60,6 +65,19 @@ class GatewayConfig:
     cors_origins: tuple[str, ...] = ()
     # OTLP/gRPC collector (http://HOST:PORT or https://HOST:PORT) for Envoy's spans; None: no tracing.
     otlp_endpoint: str | None = None
+    # HTTPS on the listener: certificate chain and key (PEM files).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # TLS to the server: the CA that issued its certificate; with a client
+    # certificate and key when the server asks for mutual TLS.
+    upstream_ca_file: Path | None = None
+    upstream_cert_file: Path | None = None
+    upstream_key_file: Path | None = None
+    # The local address Envoy connects to the server from, so that the server can
+    # tell the gateway (a trusted proxy) from other clients on the same host.
+    upstream_source: str | None = None
+    # Largest request body (JSON) forwarded: the server's default message limit.
+    max_body_bytes: int = 64 * 1024
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -116,7 +134,36 @@ def render_config(cfg: GatewayConfig) -> str:
         cors_origins=json.dumps([{"exact": origin, "ignore_case": True} for origin in cfg.cors_origins]),
         service_routes=_render_service_routes(cfg.services, _placeholder_indent(template_text)),
         **_render_tracing(cfg.otlp_endpoint),
+        listener_transport_socket=listener_tls(cfg.tls_cert_file, cfg.tls_key_file),
+        upstream_transport_socket=upstream_tls(
+            cfg.upstream_host,
+            _upstream_type(cfg.upstream_host) == "STRICT_DNS",
+            cfg.upstream_ca_file,
+            cfg.upstream_cert_file,
+            cfg.upstream_key_file,
+        ),
+        upstream_bind_config=_upstream_bind(cfg),
+        local_reply_config=json.dumps(local_reply_config()),
+        native_grpc_header=_quote(NATIVE_GRPC_HEADER),
+        edge_lua=_quote(_edge_lua(cfg.cors_origins)),
+        max_body_bytes=str(cfg.max_body_bytes),
     )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise OSError with a clear message when ``host:port`` is taken.
+
+    Envoy's listener never shares its port (``enable_reuse_port: false``), so a
+    second gateway would fail anyway; this says why before Envoy starts."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
 def find_envoy() -> str:
@@ -156,6 +203,7 @@ def run_gateway(cfg: GatewayConfig, config_out: Path | None = None) -> int:
     """
     rendered = render_config(cfg)
     envoy = find_envoy()
+    check_port_free(cfg.listen_host, cfg.listen_port)
     if config_out is not None:
         config_out.parent.mkdir(parents=True, exist_ok=True)
         config_out.write_text(rendered, encoding="utf-8")
@@ -173,7 +221,17 @@ def envoy_command(envoy: str, config_path: Path) -> list[str]:
     shared-memory region or domain socket keyed on a base id, so any number of
     gateways (tests, several listeners) can run side by side.
     """
-    return [envoy, "--config-path", str(config_path), "--log-level", "warn", "--disable-hot-restart"]
+    # Access log lines reach stdout within a second (Envoy's default is 10 s).
+    return [
+        envoy,
+        "--config-path",
+        str(config_path),
+        "--log-level",
+        "warn",
+        "--disable-hot-restart",
+        "--file-flush-interval-msec",
+        "1000",
+    ]
 
 
 def _run_envoy(envoy: str, config_path: Path) -> int:
@@ -229,6 +287,28 @@ def _check_config(cfg: GatewayConfig) -> None:
         _otlp_host_port(cfg.otlp_endpoint)
     if "\n" in str(cfg.descriptor_path) or "\r" in str(cfg.descriptor_path):
         raise ValueError("descriptor path must not contain line breaks")
+    if not 1 <= cfg.max_body_bytes <= 64 * 1024 * 1024:
+        raise ValueError(f"invalid body limit {cfg.max_body_bytes}: expected 1 byte to 64 MiB")
+    if (cfg.tls_cert_file is None) != (cfg.tls_key_file is None):
+        raise ValueError("HTTPS needs both a certificate and a key file")
+    if (cfg.upstream_cert_file is None) != (cfg.upstream_key_file is None):
+        raise ValueError("a client certificate for the upstream needs both a certificate and a key file")
+    if cfg.upstream_cert_file is not None and cfg.upstream_ca_file is None:
+        raise ValueError("a client certificate for the upstream needs TLS to it: give the upstream CA file")
+    for path in (
+        cfg.tls_cert_file,
+        cfg.tls_key_file,
+        cfg.upstream_ca_file,
+        cfg.upstream_cert_file,
+        cfg.upstream_key_file,
+    ):
+        if path is not None and not path.is_file():
+            raise ValueError(f"no such file: {path}")
+    if cfg.upstream_source is not None:
+        try:
+            ipaddress.ip_address(cfg.upstream_source)
+        except ValueError:
+            raise ValueError(f"invalid upstream source {cfg.upstream_source!r}: expected an IP") from None
 
 
 def _is_valid_host(host: str) -> bool:
@@ -332,3 +412,18 @@ def _render_tracing(endpoint: str | None) -> dict[str, str]:
             },
         }
     return {"tracing": "tracing: " + json.dumps(tracing), "tracing_cluster": "- " + json.dumps(cluster)}
+
+
+def _upstream_bind(cfg: GatewayConfig) -> str:
+    if cfg.upstream_source is None:
+        return "# connects from the default source address"
+    return "upstream_bind_config: " + json.dumps(
+        {"source_address": {"address": cfg.upstream_source, "port_value": 0}}
+    )
+
+
+def _edge_lua(origins: tuple[str, ...]) -> str:
+    # Origins are validated by _ORIGIN_RE (no quotes, brackets or backslashes).
+    table = "{" + ", ".join(f'["{origin.lower()}"] = true' for origin in origins) + "}"
+    source = _EDGE_LUA_PATH.read_text(encoding="utf-8")
+    return source.replace("$allowed_origins", table).replace("$native_grpc_header", NATIVE_GRPC_HEADER)

@@ -18,12 +18,15 @@ from grpc_reflection.v1alpha import reflection
 
 from identity.api.auth_servicer import AuthServicer
 from identity.api.interceptor import RPC_OUTCOMES, ErrorMappingInterceptor
+from identity.api.peer import PeerCertificates
 from identity.api.rbac_servicer import RbacServicer
+from identity.api.reflection import enable_reflection
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
 from identity.observability import Telemetry
 from identity.services.partitions import run_periodic_ensure
+from identity.tls import add_port
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 log = structlog.get_logger("identity.server")
@@ -115,12 +118,15 @@ def add_servicers(server: grpc.aio.Server, services: Services) -> None:
             keys=services.keys,
             mfa=services.mfa,
             mfa_login=services.mfa_login,
-            trusted_proxy_hops=services.settings.trusted_proxy_hops,
+            trusted_proxies=services.settings.trusted_proxies,
         ),
         server,
     )
     rbac_pb2_grpc.add_RbacServiceServicer_to_server(
-        RbacServicer(roles=services.roles, authz=services.authz), server
+        RbacServicer(
+            roles=services.roles, authz=services.authz, peers=PeerCertificates(services.service_keys)
+        ),
+        server,
     )
 
 
@@ -135,6 +141,21 @@ async def start_server(
     telemetry = Telemetry(settings)
     built = services is None
     services = services or await build_services(settings, clock, telemetry.observer)
+    try:
+        return await _start(settings, services, telemetry, admitted)
+    except BaseException:
+        # Start-up failed (a wrong secret, a taken port): nothing of it may outlive the
+        # failure, or an open pool's workers would keep the process from exiting.
+        await telemetry.stop()
+        await services.rbac_sync.stop()
+        if built:
+            await services.close()
+        raise
+
+
+async def _start(
+    settings: Settings, services: Services, telemetry: Telemetry, admitted: bool
+) -> RunningServer:
     await services.keys.ensure_ring()
     await services.keys.reload()
     await ensure_partitions(services)
@@ -151,21 +172,14 @@ async def start_server(
     add_servicers(server, services)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
+    enable_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(settings.grpc_listen)
+    port, tls = add_port(server, settings)
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
-    try:  # before serving: a metrics port that is taken fails the start
-        await telemetry.start(services)
-    except RuntimeError:
-        await telemetry.stop()
-        await services.rbac_sync.stop()
-        if built:
-            await services.close()
-        raise
+    await telemetry.start(services)  # before serving: a metrics port that is taken fails the start
     await server.start()
     running = RunningServer(server, services, health_servicer, port, admitted)
     running.telemetry = telemetry
@@ -175,7 +189,7 @@ async def start_server(
     # collector, whose full passes over it would otherwise pause calls for ~50 ms.
     gc.collect()
     gc.freeze()
-    log.info("serving", listen=settings.grpc_listen, port=port)
+    log.info("serving", listen=settings.grpc_listen, port=port, tls=tls is not None)
     return running
 
 

@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 
@@ -114,9 +116,28 @@ class Supervisor:
         self._changed = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        # With metrics on, the workers share one prometheus-client multiprocess directory,
+        # so one scrape of the host sees all of them (identity.observability.listener).
+        self._metrics_dir: str | None = None
+        self._own_metrics_dir = False
+
+    def _share_metrics(self) -> None:
+        if not self._settings.metrics_listen:
+            return
+        from identity.observability.listener import MULTIPROC_ENV
+
+        self._metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="identity-metrics-")
+        self._own_metrics_dir = MULTIPROC_ENV not in os.environ
+
+    def _forget_metrics_of(self, pid: int) -> None:
+        if self._metrics_dir is not None:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(pid, self._metrics_dir)  # type: ignore[no-untyped-call]
 
     async def run(self) -> int:
         self._listen, held = reserve_port(self._settings.grpc_listen)
+        self._share_metrics()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
@@ -136,6 +157,8 @@ class Supervisor:
         finally:
             for sock in held:
                 sock.close()
+            if self._metrics_dir is not None and self._own_metrics_dir:
+                shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _admit_when_all_ready(self) -> None:
         workers = list(self._workers.values())
@@ -160,6 +183,8 @@ class Supervisor:
                 WORKER_INDEX_ENV: str(index),
             }
         )
+        if self._metrics_dir is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = self._metrics_dir
         if "IDENTITY_HASH_CONCURRENCY" not in os.environ:
             # The default (the number of cores) is per process: N workers would run N times
             # as many bcrypt threads as there are cores, crowding out their event loops.
@@ -190,6 +215,7 @@ class Supervisor:
             worker.process.kill()
         code = await worker.process.wait()
         worker.writer.close()
+        self._forget_metrics_of(worker.process.pid)
         if self._draining or self._stop.is_set():
             return
         await self._restart(worker, code)

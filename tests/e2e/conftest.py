@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,8 @@ from tests.support import REDIS_URL, TEST_SECRET_KEY
 
 BIN = Path(sys.executable).parent
 WEBSITE_ORIGIN = "http://localhost:3000"
+# The loopback address the test gateway connects to the server from.
+GATEWAY_SOURCE = "127.0.0.2"
 
 
 def free_port() -> int:
@@ -51,10 +54,17 @@ def server_env(database_url: str, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
-def health_status(port: int, service: str = "", timeout: float = 2.0) -> int | None:
+def channel(port: int, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    target = f"127.0.0.1:{port}"
+    return grpc.insecure_channel(target) if credentials is None else grpc.secure_channel(target, credentials)
+
+
+def health_status(
+    port: int, service: str = "", timeout: float = 2.0, credentials: grpc.ChannelCredentials | None = None
+) -> int | None:
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+        with channel(port, credentials) as channel_:
+            reply = health_pb2_grpc.HealthStub(channel_).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout
             )
             return int(reply.status)
@@ -69,6 +79,19 @@ def wait_for(predicate: Any, what: str, timeout: float = 20.0) -> None:
             return
         time.sleep(0.1)
     raise TimeoutError(f"timed out waiting for {what}")
+
+
+def identity_cli(database_url: str, *args: str) -> str:
+    """Run the `identity` CLI against ``database_url``; its standard output."""
+    result = subprocess.run(
+        [str(BIN / "identity"), *args],
+        capture_output=True,
+        text=True,
+        env=server_env(database_url, free_port(), IDENTITY_LOG_LEVEL="warning"),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
 
 
 @dataclass
@@ -102,8 +125,14 @@ class ServerProcess:
 
 
 def start_server_process(
-    database_url: str, log_dir: Path, *, expect_serving: bool = True, **extra_env: str
+    database_url: str,
+    log_dir: Path,
+    *,
+    expect_serving: bool = True,
+    credentials: grpc.ChannelCredentials | None = None,
+    **extra_env: str,
 ) -> ServerProcess:
+    """`identity serve` on a free port; ``credentials`` to reach it when it speaks TLS."""
     port = free_port()
     log_path = log_dir / f"identity-{port}.log"
     with log_path.open("wb") as log:
@@ -119,7 +148,7 @@ def start_server_process(
         if not expect_serving:
             wanted.add(health_pb2.HealthCheckResponse.NOT_SERVING)
         wait_for(
-            lambda: process.poll() is not None or health_status(port) in wanted,
+            lambda: process.poll() is not None or health_status(port, credentials=credentials) in wanted,
             "identity serve to answer health checks",
         )
     except TimeoutError:
@@ -132,9 +161,10 @@ def start_server_process(
 
 @pytest.fixture(scope="session")
 def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    # Behind one Envoy: the server trusts one x-forwarded-for hop.
+    # Behind one Envoy, which connects from GATEWAY_SOURCE: only it is believed about
+    # x-forwarded-for, not a direct caller on 127.0.0.1.
     server = start_server_process(
-        database_url, tmp_path_factory.mktemp("served"), IDENTITY_TRUSTED_PROXY_HOPS="1"
+        database_url, tmp_path_factory.mktemp("served"), IDENTITY_TRUSTED_PROXIES=f"{GATEWAY_SOURCE}/32"
     )
     yield server
     server.stop()
@@ -144,49 +174,86 @@ def served(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
 class Gateway:
     base_url: str
     process: subprocess.Popen[bytes]
+    log_path: Path | None = None
+    context: ssl.SSLContext | None = None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(
+    upstream: str,
+    log_dir: Path,
+    *args: str,
+    context: ssl.SSLContext | None = None,
+    ready_status: int = 200,
+) -> Gateway:
+    """`identity gateway` on a free port in front of ``upstream``, once the JWKS path
+    answers ``ready_status``; HTTPS when ``context`` (trusting its certificate) is
+    given with --tls-cert/--tls-key."""
+    port = free_port()
+    log_path = log_dir / f"envoy-{port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [
+                str(BIN / "identity"),
+                "gateway",
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--upstream",
+                upstream,
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    scheme = "https" if context is not None else "http"
+    gateway = Gateway(f"{scheme}://127.0.0.1:{port}", process, log_path, context)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError(f"envoy exited early: {log_path.read_text()[-2000:]}")
+        try:
+            status, _, _ = http("GET", gateway.base_url + "/v1/auth/jwks", context=context)
+            return status == ready_status
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, "envoy to answer")
+    except TimeoutError:
+        gateway.stop()
+        raise
+    return gateway
 
 
 @pytest.fixture(scope="session")
 def gateway(served: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    port = free_port()
-    log = (tmp_path_factory.mktemp("envoy") / "envoy.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(BIN / "identity"),
-            "gateway",
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--upstream",
-            served.address,
-            "--cors-origin",
-            WEBSITE_ORIGIN,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    gateway = start_gateway(
+        served.address,
+        tmp_path_factory.mktemp("envoy"),
+        "--cors-origin",
+        WEBSITE_ORIGIN,
+        "--upstream-source",
+        GATEWAY_SOURCE,
     )
-    base_url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        if process.poll() is not None:
-            raise RuntimeError("envoy exited early")
-        try:
-            status, _, _ = http("GET", base_url + "/v1/auth/jwks")
-            return status == 200
-        except OSError:
-            return False
-
-    wait_for(ready, "envoy to answer")
-    yield Gateway(base_url, process)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    yield gateway
+    gateway.stop()
 
 
 def http(
-    method: str, url: str, body: Any = None, headers: dict[str, str] | None = None
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    *,
+    context: ssl.SSLContext | None = None,
 ) -> tuple[int, Any, dict[str, str]]:
     """One HTTP/JSON call; returns (status, parsed JSON body or None, lower-cased headers)."""
     data = None if body is None else json.dumps(body).encode()
@@ -196,7 +263,7 @@ def http(
     for key, value in (headers or {}).items():
         request.add_header(key, value)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context) as response:
             status, raw, got = response.status, response.read(), dict(response.headers)
     except urllib.error.HTTPError as error:
         status, raw, got = error.code, error.read(), dict(error.headers)

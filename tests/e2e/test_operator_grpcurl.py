@@ -30,6 +30,24 @@ def test_describe_works(grpcurl, served):
     assert "string password = 2;" in result.stdout
 
 
+def test_describe_resolves_method_symbols(grpcurl, served):
+    for method, signature in (
+        ("identity.v1.AuthService.Login", "rpc Login ( .identity.v1.LoginRequest )"),
+        (
+            "identity.v1.RbacService.CheckPermission",
+            "rpc CheckPermission ( .identity.v1.CheckPermissionRequest )",
+        ),
+        ("grpc.health.v1.Health.Check", "rpc Check ( .grpc.health.v1.HealthCheckRequest )"),
+    ):
+        result = run(grpcurl, served.address, "describe", method)
+        assert result.returncode == 0, result.stderr
+        assert f"{method} is a method" in result.stdout
+        assert signature in result.stdout
+    unknown = run(grpcurl, served.address, "describe", "identity.v1.AuthService.NoSuchMethod")
+    assert unknown.returncode != 0
+    assert "not found" in unknown.stderr.lower()
+
+
 def test_health_check_answers_serving(grpcurl, served):
     for service in ("", "identity.v1.AuthService", "identity.v1.RbacService"):
         result = run(

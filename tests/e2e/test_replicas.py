@@ -62,7 +62,8 @@ class Cluster:
             IDENTITY_GRPC_LISTEN=listen,
             IDENTITY_REDIS_URL=self.db.redis_url,
             IDENTITY_REDIS_PREFIX="identity-hosts:",  # one deployment: one prefix for all
-            IDENTITY_TRUSTED_PROXY_HOPS="1",
+            # Only the balancer (on the bridge, the hosts' gateway address) is believed.
+            IDENTITY_TRUSTED_PROXIES=f"{self.net.gateway_ip}/32",
             IDENTITY_LOG_LEVEL="debug",
             # Many of Envoy's health-check intervals (0.25 s), with room for a loaded machine:
             # out of rotation before it stops accepting calls.

@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from identity.v1 import auth_pb2, auth_pb2_grpc
 from tests.e2e.conftest import BIN, ServerProcess, free_port, health_status, server_env, wait_for
+from tests.observability_support import scrape
 from tests.support import STRONG_PASSWORD, new_login
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -220,3 +221,41 @@ def test_a_worker_that_cannot_start_fails_the_group(database_url: str, tmp_path:
     assert result.returncode == 1, result.stderr[-3000:]
     assert b"before it was ready" in result.stderr, result.stderr[-3000:]
     assert health_status(port, timeout=0.5) is None
+
+
+def test_one_metrics_scrape_sees_every_worker_of_the_group(database_url: str, tmp_path: Path) -> None:
+    """With metrics on, the supervisor gives its workers one multiprocess directory: the
+    host's one listener counts the calls of all of them."""
+    metrics_port = free_port()
+    group = start_group(
+        database_url,
+        tmp_path,
+        IDENTITY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
+        IDENTITY_LOG_LEVEL="debug",
+    )
+    try:
+        calls = 12
+        for _ in range(calls):  # a connection each: the kernel spreads them over the workers
+            channel = grpc.insecure_channel(
+                f"127.0.0.1:{group.port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            with channel:
+                auth_pb2_grpc.AuthServiceStub(channel).GetJwks(auth_pb2.GetJwksRequest(), timeout=10)
+        answered_by = {
+            e.get("worker")
+            for e in group.log_lines()
+            if e.get("event") == "rpc_done" and e.get("rpc") == "GetJwks"
+        }
+        assert answered_by == {0, 1}  # 12 connections: both workers answered some
+
+        def counted() -> float:
+            return scrape(metrics_port).value(
+                "grpc_server_handled_total",
+                grpc_service="identity.v1.AuthService",
+                grpc_method="GetJwks",
+                grpc_code="OK",
+            )
+
+        wait_for(lambda: counted() == calls, "one scrape to count every worker's calls", timeout=15)
+    finally:
+        group.stop()

@@ -50,7 +50,7 @@ def traced(database_url, receiver, metrics_port, tmp_path_factory) -> Iterator[S
         IDENTITY_METRICS_LISTEN=f"127.0.0.1:{metrics_port}",
         IDENTITY_OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint,
         IDENTITY_LOG_LEVEL="debug",
-        IDENTITY_TRUSTED_PROXY_HOPS="1",
+        IDENTITY_TRUSTED_PROXIES="127.0.0.0/8",  # the gateway connects from loopback
         **FAST_EXPORT,
     )
     yield server

@@ -3,6 +3,7 @@ keyset pages behind tamper-proof tokens, an optional time range, trusted client 
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -167,17 +168,31 @@ async def test_direct_client_cannot_choose_its_ip_without_a_trusted_proxy(auth):
     assert newest.ip == "127.0.0.1"
 
 
-async def test_with_one_trusted_hop_the_right_most_address_is_the_client(database_url):
-    async with server_with(database_url, trusted_proxy_hops=1) as (stub, _):
+async def test_from_a_trusted_proxy_the_right_most_untrusted_address_is_the_client(database_url):
+    # The test client connects from 127.0.0.1: here that is the proxy.
+    proxies = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.1.0.0/16"))
+    async with server_with(database_url, trusted_proxies=proxies) as (stub, _):
         account = await register_and_login(stub)
-        forwarded = (("x-forwarded-for", "203.0.113.7, 198.51.100.9"),)
+        # 10.1.2.3 is a second proxy in the chain: the client is the address before it.
+        forwarded = (("x-forwarded-for", "203.0.113.7, 198.51.100.9, 10.1.2.3"),)
         await stub.Login(
             auth_pb2.LoginRequest(login=account.login, password=account.password), metadata=forwarded
         )
-        # A garbage header falls back to the TCP peer rather than storing it.
+        # A garbage header falls back to the last address known good (the peer) rather than storing it.
         garbage = (("x-forwarded-for", "not-an-ip"),)
         await stub.Login(
             auth_pb2.LoginRequest(login=account.login, password=account.password), metadata=garbage
         )
         page = await stub.ListLoginHistory(auth_pb2.ListLoginHistoryRequest(), metadata=account.metadata)
         assert [e.ip for e in page.entries[:2]] == ["127.0.0.1", "198.51.100.9"]
+
+
+async def test_a_peer_outside_the_proxy_list_cannot_choose_its_ip(database_url):
+    proxies = (ipaddress.ip_network("10.0.0.0/8"),)
+    async with server_with(database_url, trusted_proxies=proxies) as (stub, _):
+        account = await register_and_login(stub)
+        spoof = (("x-forwarded-for", "203.0.113.9"),)
+        login = auth_pb2.LoginRequest(login=account.login, password=account.password)
+        await stub.Login(login, metadata=spoof)
+        page = await stub.ListLoginHistory(auth_pb2.ListLoginHistoryRequest(), metadata=account.metadata)
+        assert page.entries[0].ip == "127.0.0.1"

@@ -22,6 +22,7 @@ assert resources.files("identity.migrations").joinpath("env.py").is_file()
 assert resources.files("identity.migrations.versions").joinpath("0001_initial_schema.py").is_file()
 assert resources.files("identity.deploy").joinpath("envoy.yaml.tmpl").is_file() or \
     resources.files("identity").joinpath("deploy/envoy.yaml.tmpl").is_file()
+assert resources.files("identity.deploy").joinpath("edge.lua").is_file()
 check_password_policy("a fine long password", "someone")
 print("ok")
 """

@@ -14,14 +14,40 @@ def test_values_are_parsed_by_type() -> None:
         {
             "IDENTITY_ACCESS_TOKEN_TTL_SECONDS": "60",
             "IDENTITY_AUDIENCES": "cinema, billing",
-            "IDENTITY_TRUSTED_PROXY_HOPS": "1",
+            "IDENTITY_TRUSTED_PROXIES": "127.0.0.2, 10.0.0.0/8,::1/128",
             "IDENTITY_SECRET_KEY": "s" * 40,
         }
     )
     assert settings.access_token_ttl == timedelta(seconds=60)
     assert settings.audiences == ("cinema", "billing")
-    assert settings.trusted_proxy_hops == 1
+    assert [str(n) for n in settings.trusted_proxies] == ["127.0.0.2/32", "10.0.0.0/8", "::1/128"]
     assert settings.require_secret_key() == b"s" * 40
+
+
+def test_a_proxy_entry_that_is_no_address_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"IDENTITY_TRUSTED_PROXIES.*envoy"):
+        Settings.from_env({"IDENTITY_TRUSTED_PROXIES": "10.0.0.0/8,envoy"})
+
+
+def test_the_replaced_hop_count_stops_start_up_with_its_replacement() -> None:
+    with pytest.raises(ValueError, match="replaced by IDENTITY_TRUSTED_PROXIES"):
+        Settings.from_env({"IDENTITY_TRUSTED_PROXY_HOPS": "1"})
+    # 0 (trust nobody) meant what the default means now.
+    assert Settings.from_env({"IDENTITY_TRUSTED_PROXY_HOPS": "0"}).trusted_proxies == ()
+
+
+def test_tls_files_must_come_in_pairs_and_exist(tmp_path) -> None:
+    pem = tmp_path / "x.pem"
+    pem.write_text("x")
+    with pytest.raises(ValueError, match="go together"):
+        Settings.from_env({"IDENTITY_TLS_CERT_FILE": str(pem)}).check_tls_files()
+    with pytest.raises(ValueError, match="IDENTITY_TLS_KEY_FILE: no such file"):
+        Settings.from_env(
+            {"IDENTITY_TLS_CERT_FILE": str(pem), "IDENTITY_TLS_KEY_FILE": "/no/such.key"}
+        ).check_tls_files()
+    both = Settings.from_env({"IDENTITY_TLS_CERT_FILE": str(pem), "IDENTITY_TLS_KEY_FILE": str(pem)})
+    both.check_tls_files()
+    assert both.tls_cert_file == str(pem)
 
 
 def test_secrets_never_show_themselves() -> None:

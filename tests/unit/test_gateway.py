@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -28,13 +29,15 @@ from grpc_status import rpc_status
 from identity import gateway
 from identity.gateway import (
     GatewayConfig,
+    check_port_free,
     default_descriptor_path,
     find_envoy,
     parse_host_port,
     render_config,
     validate_config,
 )
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
+from identity.gateway_replies import FALLBACK, GATEWAY_ERRORS, NATIVE_GRPC_HEADER, local_reply_config
+from identity.v1 import auth_pb2, auth_pb2_grpc, errors_pb2, rbac_pb2, rbac_pb2_grpc
 
 RBAC = "identity.v1.RbacService"
 
@@ -61,6 +64,104 @@ def route_prefixes(rendered: str) -> list[str]:
         for line in rendered.splitlines()
         if line.strip().startswith('- {"match"')
     ]
+
+
+# --- the edge: errors, origins, TLS, the port ------------------------------------
+
+
+def test_every_gateway_reason_is_an_error_reason_and_in_the_readme() -> None:
+    names = set(errors_pb2.ErrorReason.keys())
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = {
+        (int(m[1]), m[2]) for m in re.finditer(r"^\| (\d{3}) \| `([A-Z_]+)` \|", readme, flags=re.MULTILINE)
+    }
+    for error in GATEWAY_ERRORS:
+        assert f"ERROR_REASON_{error.reason}" in names
+        assert (error.http_status, error.reason) in table
+    assert f"ERROR_REASON_{FALLBACK.reason}" in names
+
+
+def test_local_replies_are_fixed_json_and_leave_native_grpc_alone() -> None:
+    config = local_reply_config()
+    assert "body_format" not in config  # no rewrite outside the mappers (native gRPC)
+    for mapper in config["mappers"]:
+        body = mapper["body_format_override"]
+        assert body["content_type"] == "application/json"
+        # Fixed texts: no command operator (%REQ(...)%, %LOCAL_REPLY_BODY%, ...) can echo the request.
+        assert "%" not in json.dumps(body)
+        grpc_filter = mapper["filter"]["and_filter"]["filters"][1]["header_filter"]["header"]
+        assert grpc_filter == {"name": NATIVE_GRPC_HEADER, "present_match": True, "invert_match": True}
+
+
+def test_the_listener_never_shares_its_port_and_keeps_request_ids(cfg: GatewayConfig) -> None:
+    rendered = render_config(cfg)
+    for line in (
+        "enable_reuse_port: false",
+        "preserve_external_request_id: true",
+        "always_set_request_id_in_response: true",
+        "max_request_body_size: 65536",
+    ):
+        assert line in rendered, line
+
+
+def test_origins_reach_the_edge_filter_lower_cased(cfg: GatewayConfig) -> None:
+    rendered = render_config(replace(cfg, cors_origins=("https://WWW.Cinema.example",)))
+    assert '[\\"https://www.cinema.example\\"] = true' in rendered
+
+
+def test_tls_options_render_and_envoy_accepts_them(cfg: GatewayConfig, tmp_path: Path) -> None:
+    from tests.certs import new_authority
+
+    ca = new_authority(tmp_path, "unit")
+    server = ca.issue(tmp_path, "gw", hosts=("127.0.0.1",))
+    client = ca.issue(tmp_path, "gw-client", client=True)
+    tls = replace(
+        cfg,
+        tls_cert_file=server.cert,
+        tls_key_file=server.key,
+        upstream_ca_file=ca.path,
+        upstream_cert_file=client.cert,
+        upstream_key_file=client.key,
+        upstream_source="127.0.0.2",
+    )
+    rendered = render_config(tls)
+    assert rendered.count("envoy.transport_sockets.tls") == 2
+    assert "DownstreamTlsContext" in rendered and "UpstreamTlsContext" in rendered
+    assert '"san_type": "IP_ADDRESS", "matcher": {"exact": "127.0.0.1"}' in rendered
+    assert '"source_address": {"address": "127.0.0.2"' in rendered
+    validate_config(tls)
+    plain = render_config(cfg)
+    assert "transport_socket" not in plain and "upstream_bind_config" not in plain
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tls_cert_file": Path("/etc/hostname")}, "both a certificate and a key"),
+        (
+            {"upstream_cert_file": Path("/etc/hostname"), "upstream_key_file": Path("/etc/hostname")},
+            "upstream CA",
+        ),
+        ({"upstream_ca_file": Path("/no/such/ca.pem")}, "no such file"),
+        ({"upstream_source": "gateway.local"}, "expected an IP"),
+        ({"max_body_bytes": 0}, "body limit"),
+    ],
+)
+def test_half_or_wrong_tls_options_are_refused(
+    cfg: GatewayConfig, changes: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        render_config(replace(cfg, **changes))
+
+
+def test_a_taken_port_is_named_before_envoy_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_port_free("127.0.0.1", port)
+    check_port_free("127.0.0.1", port)  # free again once closed
 
 
 # --- parse_host_port ---------------------------------------------------------
@@ -131,7 +232,7 @@ def test_descriptor_env_var_naming_nothing_is_an_error(
 def test_default_render_exposes_only_auth_service(cfg: GatewayConfig, descriptor: Path) -> None:
     rendered = render_config(cfg)
 
-    assert "$" not in rendered
+    assert re.search(r"\$\{?[A-Za-z_]", rendered) is None  # no placeholder left
     assert 'services: ["identity.v1.AuthService"]' in rendered
     assert route_prefixes(rendered) == ["/identity.v1.AuthService/"]
     assert RBAC not in rendered
@@ -143,12 +244,13 @@ def test_default_render_exposes_only_auth_service(cfg: GatewayConfig, descriptor
     assert "allow_origin_string_match: []" in rendered
 
 
-def test_filter_order_is_cors_transcoder_router(cfg: GatewayConfig) -> None:
+def test_filter_order_is_cors_edge_transcoder_router(cfg: GatewayConfig) -> None:
     rendered = render_config(cfg)
     cors = rendered.index("name: envoy.filters.http.cors")
+    edge = rendered.index("name: envoy.filters.http.lua")
     transcoder = rendered.index("name: envoy.filters.http.grpc_json_transcoder")
     router = rendered.index("name: envoy.filters.http.router")
-    assert cors < transcoder < router
+    assert cors < edge < transcoder < router
 
 
 def test_transcoder_options(cfg: GatewayConfig) -> None:
@@ -438,11 +540,12 @@ def test_gateway_answers_preflight_for_allowed_origin_only(
     assert headers["access-control-allow-headers"] == "authorization, content-type, x-request-id"
     assert headers["access-control-max-age"] == "600"
 
-    status, headers, _ = _http(
+    status, headers, body = _http(
         "OPTIONS", f"{base}/v1/auth/login", headers={"origin": "https://evil.example"} | preflight
     )
-    assert status == 404
+    assert status == 403
     assert "access-control-allow-origin" not in headers
+    assert json.loads(body)["details"][0]["reason"] == "ORIGIN_NOT_ALLOWED"
 
     status, headers, _ = _http("POST", f"{base}/v1/auth/login", {"login": "bad"}, allowed)
     assert status == 401

@@ -86,6 +86,13 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 81
     ERROR_REASON_UNIMPLEMENTED: _ErrorReason.ValueType  # 82
     """The method is not implemented by this server (UNIMPLEMENTED)."""
+    ERROR_REASON_ROUTE_NOT_FOUND: _ErrorReason.ValueType  # 90
+    """The HTTP gateway's own answers: the request never reached the server."""
+    ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 91
+    ERROR_REASON_REQUEST_TOO_LARGE: _ErrorReason.ValueType  # 92
+    ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 93
+    ERROR_REASON_ORIGIN_NOT_ALLOWED: _ErrorReason.ValueType  # 94
+    ERROR_REASON_GATEWAY_ERROR: _ErrorReason.ValueType  # 95
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable cause of a failed call. It travels in
@@ -158,4 +165,11 @@ ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason.ValueType  # 80
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 81
 ERROR_REASON_UNIMPLEMENTED: ErrorReason.ValueType  # 82
 """The method is not implemented by this server (UNIMPLEMENTED)."""
+ERROR_REASON_ROUTE_NOT_FOUND: ErrorReason.ValueType  # 90
+"""The HTTP gateway's own answers: the request never reached the server."""
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 91
+ERROR_REASON_REQUEST_TOO_LARGE: ErrorReason.ValueType  # 92
+ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 93
+ERROR_REASON_ORIGIN_NOT_ALLOWED: ErrorReason.ValueType  # 94
+ERROR_REASON_GATEWAY_ERROR: ErrorReason.ValueType  # 95
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

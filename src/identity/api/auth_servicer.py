@@ -10,7 +10,7 @@ import grpc
 
 from identity.api import convert
 from identity.api.errors import reason_enum
-from identity.api.metadata import bearer_token, client_info
+from identity.api.metadata import IPNetwork, bearer_token, client_info
 from identity.domain.errors import Unauthenticated
 from identity.domain.models import Principal
 from identity.services.account import AccountService
@@ -38,7 +38,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         keys: KeyService,
         mfa: MfaService,
         mfa_login: MfaLogin,
-        trusted_proxy_hops: int,
+        trusted_proxies: tuple[IPNetwork, ...],
     ) -> None:
         self._auth = auth
         self._tokens = tokens
@@ -48,7 +48,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self._keys = keys
         self._mfa = mfa
         self._mfa_login = mfa_login
-        self._trusted_hops = trusted_proxy_hops
+        self._proxies = trusted_proxies
 
     async def _caller(self, context: Context) -> Principal:
         return await self._tokens.authenticate(bearer_token(context))
@@ -60,9 +60,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.RegisterResponse(user=convert.user(created))
 
     async def Login(self, request: auth_pb2.LoginRequest, context: Context) -> auth_pb2.LoginResponse:
-        outcome = await self._auth.login(
-            request.login, request.password, client_info(context, self._trusted_hops)
-        )
+        outcome = await self._auth.login(request.login, request.password, client_info(context, self._proxies))
         return convert.login_response(outcome)
 
     async def VerifyMfa(
@@ -72,12 +70,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             request.mfa_ticket,
             request.code,
             request.recovery_code,
-            client_info(context, self._trusted_hops),
+            client_info(context, self._proxies),
         )
         return convert.verify_mfa_response(verified.tokens, verified.recovery_codes_remaining)
 
     async def Refresh(self, request: auth_pb2.RefreshRequest, context: Context) -> auth_pb2.RefreshResponse:
-        tokens = await self._auth.refresh(request.refresh_token, client_info(context, self._trusted_hops))
+        tokens = await self._auth.refresh(request.refresh_token, client_info(context, self._proxies))
         return convert.refresh_response(tokens)
 
     async def Logout(self, request: auth_pb2.LogoutRequest, context: Context) -> auth_pb2.LogoutResponse:
@@ -113,7 +111,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             request.current_password,
             request.new_password,
             keep_other_sessions=request.keep_other_sessions,
-            client=client_info(context, self._trusted_hops),
+            client=client_info(context, self._proxies),
         )
         return auth_pb2.ChangePasswordResponse(revoked_count=revoked)
 
@@ -124,7 +122,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await self._caller(context),
             request.new_login,
             request.password,
-            client_info(context, self._trusted_hops),
+            client_info(context, self._proxies),
         )
         return auth_pb2.ChangeLoginResponse(user=convert.user(changed))
 
@@ -146,7 +144,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.SetupTotpRequest, context: Context
     ) -> auth_pb2.SetupTotpResponse:
         enrolment = await self._mfa.setup(
-            await self._caller(context), request.password, client_info(context, self._trusted_hops)
+            await self._caller(context), request.password, client_info(context, self._proxies)
         )
         return convert.totp_enrolment(enrolment)
 
@@ -154,7 +152,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.ConfirmTotpRequest, context: Context
     ) -> auth_pb2.ConfirmTotpResponse:
         codes = await self._mfa.confirm(
-            await self._caller(context), request.code, client_info(context, self._trusted_hops)
+            await self._caller(context), request.code, client_info(context, self._proxies)
         )
         return auth_pb2.ConfirmTotpResponse(recovery_codes=codes)
 
@@ -165,7 +163,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await self._caller(context),
             request.password,
             request.code,
-            client_info(context, self._trusted_hops),
+            client_info(context, self._proxies),
         )
         return auth_pb2.DisableTotpResponse()
 
@@ -176,7 +174,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             await self._caller(context),
             request.password,
             request.code,
-            client_info(context, self._trusted_hops),
+            client_info(context, self._proxies),
         )
         return auth_pb2.RegenerateRecoveryCodesResponse(recovery_codes=codes)
 

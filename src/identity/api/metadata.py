@@ -9,6 +9,9 @@ import grpc
 
 from identity.domain.models import ClientInfo
 
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 _MAX_USER_AGENT = 512
 _MAX_AUTHORIZATION = 8192
 
@@ -40,31 +43,43 @@ def _peer_ip(peer: str) -> str | None:
     return None
 
 
-def _valid_ip(value: str) -> str | None:
+def _address(value: str) -> IPAddress | None:
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return ipaddress.ip_address(value.strip().strip("[]"))
     except ValueError:
         return None
 
 
-def client_ip(context: grpc.aio.ServicerContext[Any, Any], trusted_hops: int) -> str | None:
-    """The TCP peer, unless a trusted proxy says otherwise.
+def _trusted(address: IPAddress, proxies: tuple[IPNetwork, ...]) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in proxies)
 
-    With N trusted hops, the client is the Nth address from the right of
-    x-forwarded-for (each trusted proxy appends the address it saw). With no
-    trusted hop the header is ignored, so a client cannot pick its own address."""
+
+def client_ip(context: grpc.aio.ServicerContext[Any, Any], proxies: tuple[IPNetwork, ...]) -> str | None:
+    """The TCP peer, unless that peer is a trusted proxy.
+
+    Only a peer inside one of the ``proxies`` networks is believed about
+    x-forwarded-for. Each proxy appends the address it saw, so the header is read
+    from the right: the first address that is not itself a trusted proxy is the
+    client. An unreadable entry stops the walk at the last address known good;
+    from any other peer the header is ignored, so a client cannot pick its address."""
     peer = _peer_ip(context.peer() or "")
-    if trusted_hops <= 0:
+    peer_address = _address(peer) if peer else None
+    if peer_address is None or not proxies or not _trusted(peer_address, proxies):
         return peer
     forwarded = _metadata(context, "x-forwarded-for")
-    if not forwarded:
-        return peer
-    hops = [part.strip() for part in forwarded.split(",") if part.strip()]
-    if len(hops) < trusted_hops:
-        return peer
-    return _valid_ip(hops[-trusted_hops]) or peer
+    current = peer_address
+    for hop in reversed((forwarded or "").split(",")):
+        address = _address(hop)
+        if address is None:
+            break
+        current = address
+        if not _trusted(address, proxies):
+            break
+    return str(current)
 
 
-def client_info(context: grpc.aio.ServicerContext[Any, Any], trusted_hops: int) -> ClientInfo:
+def client_info(context: grpc.aio.ServicerContext[Any, Any], proxies: tuple[IPNetwork, ...]) -> ClientInfo:
     user_agent = _metadata(context, "user-agent") or ""
-    return ClientInfo(ip=client_ip(context, trusted_hops), user_agent=user_agent[:_MAX_USER_AGENT])
+    return ClientInfo(ip=client_ip(context, proxies), user_agent=user_agent[:_MAX_USER_AGENT])

@@ -11,6 +11,7 @@ import grpc
 
 from identity.api import rbac_convert as convert
 from identity.api.metadata import bearer_token
+from identity.api.peer import PeerCertificates
 from identity.services.authz import AuthzService
 from identity.services.rbac import Actor, RoleService
 from identity.v1 import rbac_pb2, rbac_pb2_grpc
@@ -19,9 +20,11 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 
 class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
-    def __init__(self, *, roles: RoleService, authz: AuthzService) -> None:
+    def __init__(self, *, roles: RoleService, authz: AuthzService, peers: PeerCertificates) -> None:
         self._roles = roles
         self._authz = authz
+        # A peer's client certificate stands in for a service key (api/peer.py).
+        self._peers = peers
 
     async def _actor(self, context: Context) -> Actor:
         return await self._roles.actor(bearer_token(context))
@@ -84,7 +87,7 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
     async def CheckPermission(
         self, request: rbac_pb2.CheckPermissionRequest, context: Context
     ) -> rbac_pb2.CheckPermissionResponse:
-        credential = bearer_token(context)
+        credential = bearer_token(context) or await self._peers.caller(context)
         # A peer's repeated question is answered from memory without a coroutine chain.
         decided = self._authz.cached(credential, request.subject.user_id, request.permission)
         if decided is None:
@@ -96,13 +99,15 @@ class RbacServicer(rbac_pb2_grpc.RbacServiceServicer):
     async def CheckPermissions(
         self, request: rbac_pb2.CheckPermissionsRequest, context: Context
     ) -> rbac_pb2.CheckPermissionsResponse:
-        decisions = await self._authz.check_many(bearer_token(context), convert.checks(request))
+        decisions = await self._authz.check_many(
+            bearer_token(context) or await self._peers.caller(context), convert.checks(request)
+        )
         return rbac_pb2.CheckPermissionsResponse(decisions=[convert.decision(d) for d in decisions])
 
     async def ListUserPermissions(
         self, request: rbac_pb2.ListUserPermissionsRequest, context: Context
     ) -> rbac_pb2.ListUserPermissionsResponse:
         permissions = await self._authz.list_permissions(
-            bearer_token(context), convert.subject(request.subject)
+            bearer_token(context) or await self._peers.caller(context), convert.subject(request.subject)
         )
         return rbac_pb2.ListUserPermissionsResponse(permissions=convert.effective(permissions))

@@ -60,21 +60,15 @@ def serve(
         raise typer.Exit(code)
 
     from identity.cli.preflight import check_dependencies, preflight
-    from identity.container import build_services
     from identity.server import serve as serve_forever
 
     preflight(config)
 
     async def main() -> None:
         await check_dependencies(config)
-        services = await build_services(config)
-        try:
-            await serve_forever(config, services)
-        except BaseException:
-            # Start-up failed before the server took charge of them: an open pool's
-            # workers would keep the process from exiting (closing twice is harmless).
-            await services.close()
-            raise
+        # The server builds the services itself (after its telemetry, which must wrap
+        # the database driver first) and closes them if it fails to start.
+        await serve_forever(config)
 
     run(main())
 
@@ -140,6 +134,17 @@ def gateway(
         envvar="IDENTITY_OTEL_EXPORTER_OTLP_ENDPOINT",
         help="OTLP/gRPC collector (http://HOST:PORT) for Envoy's request spans; off when unset.",
     ),
+    tls_cert: Path | None = typer.Option(None, help="Serve HTTPS: certificate chain (PEM)."),
+    tls_key: Path | None = typer.Option(None, help="Serve HTTPS: private key (PEM)."),
+    upstream_ca: Path | None = typer.Option(None, help="Speak TLS to the server, trusting this CA (PEM)."),
+    upstream_cert: Path | None = typer.Option(None, help="Client certificate, for a server asking mTLS."),
+    upstream_key: Path | None = typer.Option(None, help="Private key of --upstream-cert."),
+    upstream_source: str | None = typer.Option(
+        None, help="Local IP address to connect to the server from (name it in IDENTITY_TRUSTED_PROXIES)."
+    ),
+    max_body_bytes: int = typer.Option(
+        64 * 1024, help="Largest request body forwarded (413 beyond), within IDENTITY_MAX_MESSAGE_BYTES."
+    ),
     print_config: bool = typer.Option(False, "--print-config", help="Print the Envoy config and exit."),
 ) -> None:
     """Run Envoy's gRPC-JSON transcoder in front of the server (the website path)."""
@@ -157,6 +162,13 @@ def gateway(
             services=("identity.v1.AuthService", *expose_service),
             cors_origins=tuple(cors_origin),
             otlp_endpoint=otlp_endpoint or None,
+            tls_cert_file=tls_cert,
+            tls_key_file=tls_key,
+            upstream_ca_file=upstream_ca,
+            upstream_cert_file=upstream_cert,
+            upstream_key_file=upstream_key,
+            upstream_source=upstream_source,
+            max_body_bytes=max_body_bytes,
         )
         if print_config:
             typer.echo(gw.render_config(cfg))
@@ -167,6 +179,8 @@ def gateway(
         code = gw.run_gateway(cfg)
     except FileNotFoundError as exc:  # no envoy binary
         raise OperatorError(f"gateway: {exc}") from None
+    except OSError as exc:  # the listen address is taken
+        raise OperatorError(f"gateway: {exc.strerror}") from None
     raise typer.Exit(code)
 
 

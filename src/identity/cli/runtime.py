@@ -23,14 +23,17 @@ T = TypeVar("T")
 debug = False
 
 
-def settings(*, needs_secret: bool = True, stand_in: bool = True) -> Settings:
-    """Settings from the environment, or an operator error naming the bad variable.
+def settings(*, needs_secret: bool = True, stand_in: bool = True, check_tls: bool = True) -> Settings:
+    """Settings from the environment, or an operator error naming the bad variable
+    (`identity doctor` checks the TLS files itself, one line each: check_tls=False).
 
     A command that neither reads nor writes anything encrypted at rest runs without the
     master secret: it gets a random one for this process only, which keys nothing but
     the page tokens the command hands itself."""
     try:
         loaded = Settings.from_env()
+        if check_tls:
+            loaded.check_tls_files()
     except ValueError as exc:
         raise OperatorError(f"invalid setting: {exc}", "`identity config` lists every variable") from None
     level = "debug" if debug else loaded.log_level.strip().lower()

@@ -67,6 +67,14 @@ class Reason(StrEnum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     INTERNAL = "INTERNAL"
     UNIMPLEMENTED = "UNIMPLEMENTED"
+    # The HTTP gateway's own answers (Envoy's local replies): the request never reached a
+    # service, so none of these is raised here; they are listed to keep one catalogue.
+    ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
+    ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"
+    GATEWAY_ERROR = "GATEWAY_ERROR"
 
 
 class Kind(Enum):

@@ -33,6 +33,10 @@ from identity.services.tokens import TokenService
 
 SERVICE_KEY_PREFIX = "sk_"
 
+# What a check is asked with: a bearer credential (service key or access token), or a
+# caller the transport already authenticated (a peer's client certificate).
+Credential = str | CheckCaller | None
+
 
 class _SubjectInvalid(Exception):
     def __init__(self, reason: DecisionReason) -> None:
@@ -47,7 +51,9 @@ class AuthzService:
         self.checks = 0
         self.allowed = 0
 
-    async def caller(self, credential: str | None) -> CheckCaller:
+    async def caller(self, credential: Credential) -> CheckCaller:
+        if isinstance(credential, CheckCaller):
+            return credential
         if not credential:
             raise TokenMissing("a service key or an access token is required")
         if credential.startswith(SERVICE_KEY_PREFIX):
@@ -55,17 +61,17 @@ class AuthzService:
         principal = await self._tokens.authenticate(credential)
         return CheckCaller(user_id=principal.user_id)
 
-    def cached(self, credential: str | None, user_id: str, permission: str) -> Decision | None:
+    def cached(self, credential: Credential, user_id: str, permission: str) -> Decision | None:
         """The common case answered from memory: a peer's service key asking again about a
         user id and a permission it has asked about before. None: call `check`."""
-        if not credential or not user_id or not credential.startswith(SERVICE_KEY_PREFIX):
+        if not isinstance(credential, str) or not user_id or not credential.startswith(SERVICE_KEY_PREFIX):
             return None
         decision = self._cache.known(credential, user_id, permission)
         if decision is not None:
             self._count(decision)
         return decision
 
-    async def check(self, credential: str | None, subject: Subject, permission: str) -> Decision:
+    async def check(self, credential: Credential, subject: Subject, permission: str) -> Decision:
         caller = await self.caller(credential)
         if caller.service is not None and subject.user_id and not subject.access_token:
             # The common case: a peer asks about a user it has asked about before.
@@ -79,7 +85,7 @@ class AuthzService:
             return self._count(Decision(permission, False, invalid.reason))
         return self._count(await self.decide(await self._cache.user(user_id), permission))
 
-    async def check_many(self, credential: str | None, checks: list[PermissionCheck]) -> list[Decision]:
+    async def check_many(self, credential: Credential, checks: list[PermissionCheck]) -> list[Decision]:
         if len(checks) > MAX_BATCH_CHECKS:
             raise InvalidArgument(
                 "checks", f"at most {MAX_BATCH_CHECKS} checks per call", reason=Reason.TOO_MANY_ITEMS
@@ -107,7 +113,7 @@ class AuthzService:
             decisions.append(self._count(decision))
         return decisions
 
-    async def list_permissions(self, credential: str | None, subject: Subject) -> list[EffectivePermission]:
+    async def list_permissions(self, credential: Credential, subject: Subject) -> list[EffectivePermission]:
         caller = await self.caller(credential)
         try:
             user_id = await self._subject(caller, subject, strict=True)
