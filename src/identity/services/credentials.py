@@ -6,11 +6,20 @@ must not become a free password oracle. Every attempt, in this order:
 
 1. is throttled per account and per client address (Redis windows), before anything
    else, so a throttled attempt costs no hash and counts no failure;
-2. counts one more consecutive failure on the user row *before* the hash is checked,
-   so parallel guesses cannot exceed the durable limit (IDENTITY_MAX_FAILED_LOGINS);
-3. is refused while that count is over the limit (the account is locked);
+2. reserves one check on the user row *before* the hash is checked: refused while the
+   consecutive failures plus the checks in flight reach IDENTITY_MAX_FAILED_LOGINS, so
+   parallel guesses cannot exceed the durable limit;
+3. a refused reservation is a lockout when the failures alone reach the limit, and
+   otherwise a retryable throttle (a burst of attempts, correct ones included, never
+   locks an account: only a checked wrong password counts as a failure);
 4. checks the hash (a dummy hash for unknown logins: same work, same answer);
-5. is recorded in the login history when it fails, and resets the count when it succeeds.
+5. is recorded in the login history unless it succeeds (the session records that);
+   the reservation then becomes a failure, or resets the count on success.
+
+A locked account answers a login exactly as an unknown login does (INVALID_CREDENTIALS,
+after the same dummy-hash work), so the lockout does not tell which logins exist; its
+owner sees LOCKED_OUT in their login history and an operator in `identity users
+status`. A signed-in caller (who knows their account exists) is told ACCOUNT_LOCKED.
 
 A signed-in caller is looked up once, by the user id of its token (never by login,
 which another call may be changing), and a wrong password answers PASSWORD_INCORRECT
@@ -18,6 +27,8 @@ on the named field rather than UNAUTHENTICATED: their session is fine."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
 from identity.domain.clock import Clock
@@ -32,13 +43,18 @@ from identity.domain.errors import (
     Throttled,
 )
 from identity.domain.logins import canonical_login
-from identity.domain.models import ClientInfo, Credentials, LoginOutcome, Principal
+from identity.domain.models import AttemptSlot, ClientInfo, Credentials, LoginOutcome, Principal
 from identity.domain.passwords import MAX_PASSWORD_LENGTH, normalize_password
 from identity.security.passwords import PasswordHasher
 from identity.services.throttle import LoginThrottle
 from identity.store.database import Database
 
 LOCKOUT_RETRY_AFTER_SECONDS = 3600
+# A check whose reservation found every slot in flight is told to come back after this.
+BUSY_RETRY_AFTER_SECONDS = 1
+# A reservation left by a process that died mid-check frees its slot after this long
+# (a check takes well under a second, queueing for the hash pool included).
+RESERVATION_HOLD_SECONDS = 60
 
 
 def require_password_field(raw: str, field: str) -> str:
@@ -84,8 +100,13 @@ class CredentialCheck:
             await self._record(user.id if user else None, None, LoginOutcome.THROTTLED, client)
             raise
         async with self._db.transaction() as uow:
-            counted = await uow.users.count_failed_attempt(login_canonical=canonical)
-        return await self._check(counted, password, client, None, InvalidCredentials())
+            slot = await uow.users.reserve_attempt(login_canonical=canonical, **self._reservation())
+        if slot is not None and not slot.reserved and self._locked(slot):
+            # Answered like an unknown login, after the same work: the lockout names no account.
+            await self._hasher.verify(password, None)
+            await self._record(slot.credentials.user.id, None, LoginOutcome.LOCKED_OUT, client)
+            raise InvalidCredentials()
+        return await self._check(slot, password, client, None, InvalidCredentials())
 
     async def by_user(
         self, principal: Principal, raw_password: str, field: str, client: ClientInfo
@@ -99,34 +120,56 @@ class CredentialCheck:
             await self._record(principal.user_id, principal.session_id, LoginOutcome.THROTTLED, client)
             raise
         async with self._db.transaction() as uow:
-            counted = await uow.users.count_failed_attempt(user_id=principal.user_id)
-        if counted is None:
+            slot = await uow.users.reserve_attempt(user_id=principal.user_id, **self._reservation())
+        if slot is None:
             # The account is gone; the session that named it can be of no use either.
             raise InvalidCredentials()
-        return await self._check(counted, password, client, principal.session_id, PasswordIncorrect(field))
+        if not slot.reserved and self._locked(slot):
+            await self._record(principal.user_id, principal.session_id, LoginOutcome.LOCKED_OUT, client)
+            raise AccountLocked(retry_after_seconds=LOCKOUT_RETRY_AFTER_SECONDS)
+        return await self._check(slot, password, client, principal.session_id, PasswordIncorrect(field))
+
+    def _reservation(self) -> dict[str, Any]:
+        return {
+            "limit": self._max_failed_logins,
+            "now": self._clock.now(),
+            "hold": timedelta(seconds=RESERVATION_HOLD_SECONDS),
+        }
+
+    def _locked(self, slot: AttemptSlot) -> bool:
+        return slot.credentials.failed_logins >= self._max_failed_logins
 
     async def _check(
         self,
-        counted: Credentials | None,
+        slot: AttemptSlot | None,
         password: str,
         client: ClientInfo,
         session_id: UUID | None,
         wrong: DomainError,
     ) -> Credentials:
-        user_id = counted.user.id if counted else None
-        if counted is not None and counted.failed_logins > self._max_failed_logins:
-            await self._record(user_id, session_id, LoginOutcome.LOCKED_OUT, client)
-            raise AccountLocked(retry_after_seconds=LOCKOUT_RETRY_AFTER_SECONDS)
-        matched = await self._hasher.verify(password, counted.password_hash if counted else None)
-        if counted is None or not matched:
+        if slot is None:
+            await self._hasher.verify(password, None)
+            await self._record(None, session_id, LoginOutcome.BAD_CREDENTIALS, client)
+            raise wrong
+        user_id = slot.credentials.user.id
+        if not slot.reserved:
+            # Every slot is taken by checks still in flight: not a failure, try again shortly.
+            await self._record(user_id, session_id, LoginOutcome.THROTTLED, client)
+            raise Throttled(BUSY_RETRY_AFTER_SECONDS)
+        matched: bool | None = None
+        try:
+            matched = await self._hasher.verify(password, slot.credentials.password_hash)
+        finally:
+            # Settled even when the check was cancelled, so the slot is not held until it lapses.
+            async with self._db.transaction() as uow:
+                await uow.users.settle_attempt(user_id, matched)
+        if not matched:
             await self._record(user_id, session_id, LoginOutcome.BAD_CREDENTIALS, client)
             raise wrong
-        if counted.user.disabled_at is not None:
+        if slot.credentials.user.disabled_at is not None:
             await self._record(user_id, session_id, LoginOutcome.ACCOUNT_DISABLED, client)
             raise AccountDisabled()
-        async with self._db.transaction() as uow:
-            await uow.users.reset_failed_attempts(counted.user.id)
-        return counted
+        return slot.credentials
 
     async def _record(
         self, user_id: UUID | None, session_id: UUID | None, outcome: LoginOutcome, client: ClientInfo
