@@ -34,6 +34,22 @@ SERVICE_NAMES = (
 HEALTH_INTERVAL_SECONDS = 2.0
 
 
+# Request metadata (all headers together) is refused by the transport beyond this, always:
+# grpc's default refuses between a soft and a hard limit only at random.
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def transport_limits(max_message_bytes: int) -> list[tuple[str, int]]:
+    """What the transport itself refuses. Messages up to 4x the configured limit reach the
+    interceptor, which answers REQUEST_TOO_LARGE with ErrorInfo; beyond that the transport
+    answers the same status (RESOURCE_EXHAUSTED) without details and without buffering them."""
+    return [
+        ("grpc.max_receive_message_length", 4 * max_message_bytes),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ]
+
+
 class RunningServer:
     def __init__(
         self,
@@ -119,11 +135,11 @@ async def start_server(
     # The permission cache's lease: checks are answered from memory only while it holds.
     await services.rbac_sync.start()
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(settings.max_message_bytes)],
         options=[
             # Off unless asked for: without this, two servers can silently share one port.
             ("grpc.so_reuseport", 1 if settings.grpc_reuseport else 0),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            *transport_limits(settings.max_message_bytes),
         ],
     )
     add_servicers(server, services)

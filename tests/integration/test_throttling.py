@@ -82,7 +82,11 @@ async def test_consecutive_failures_lock_the_account_durably(database_url):
         assert outcomes["INVALID_CREDENTIALS"] >= 5
         assert await _history(running, registered.user.id) == Counter(
             {"BAD_CREDENTIALS": 5}
-            | ({"LOCKED_OUT": outcomes["INVALID_CREDENTIALS"] - 5} if outcomes["INVALID_CREDENTIALS"] > 5 else {})
+            | (
+                {"LOCKED_OUT": outcomes["INVALID_CREDENTIALS"] - 5}
+                if outcomes["INVALID_CREDENTIALS"] > 5
+                else {}
+            )
             | ({"THROTTLED": outcomes["RATE_LIMITED"]} if outcomes["RATE_LIMITED"] else {})
         )
         await _forget_windows(running)  # the lock is on the user row, not in Redis

@@ -75,6 +75,15 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_BACKEND_UNAVAILABLE: _ErrorReason.ValueType  # 80
     """Dependencies (UNAVAILABLE) and the unexpected (INTERNAL)."""
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 81
+    ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 90
+    """The request itself, before any field is read. MALFORMED_REQUEST
+    (INVALID_ARGUMENT): the bytes are not a valid message of the method's type
+    (truncated, a bad field number or varint, a string that is not UTF-8),
+    whether sent over gRPC or made by the gateway from a URL.
+    REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): the message is over the documented
+    size limit.
+    """
+    ERROR_REASON_REQUEST_TOO_LARGE: _ErrorReason.ValueType  # 91
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable cause of a failed call. It travels in
@@ -136,4 +145,13 @@ ERROR_REASON_ACCOUNT_LOCKED: ErrorReason.ValueType  # 71
 ERROR_REASON_BACKEND_UNAVAILABLE: ErrorReason.ValueType  # 80
 """Dependencies (UNAVAILABLE) and the unexpected (INTERNAL)."""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 81
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 90
+"""The request itself, before any field is read. MALFORMED_REQUEST
+(INVALID_ARGUMENT): the bytes are not a valid message of the method's type
+(truncated, a bad field number or varint, a string that is not UTF-8),
+whether sent over gRPC or made by the gateway from a URL.
+REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): the message is over the documented
+size limit.
+"""
+ERROR_REASON_REQUEST_TOO_LARGE: ErrorReason.ValueType  # 91
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

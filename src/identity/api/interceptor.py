@@ -1,5 +1,11 @@
 """Server interceptor: a request id bound to every log line of a call, one log
-line per call, and the single place where exceptions become gRPC statuses."""
+line per call, and the single place where exceptions become gRPC statuses.
+
+It also guards each method's request deserializer. grpc runs the deserializer before
+any interceptor or servicer code, and a parse error there would reach the client as
+UNKNOWN quoting the parser; the guard instead hands the call a marker, which the
+wrapped method answers INVALID_ARGUMENT (MALFORMED_REQUEST) or, for a message over
+the configured limit, RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE), each with ErrorInfo."""
 
 from __future__ import annotations
 
@@ -13,9 +19,10 @@ from typing import Any, cast
 
 import grpc
 import structlog
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from identity.api.errors import domain_status, internal_status
-from identity.domain.errors import BackendUnavailable, DomainError
+from identity.domain.errors import BackendUnavailable, DomainError, MalformedRequest, RequestTooLarge
 
 log = structlog.get_logger("identity.rpc")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -25,6 +32,43 @@ _ID_PREFIX = secrets.token_hex(8)
 _id_counter = itertools.count(1)
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Refused:
+    """What the guarded deserializer hands the call instead of a request it refused."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DomainError) -> None:
+        self.error = error
+
+
+def _has_field_zero(message: Any) -> bool:
+    """upb refuses field number 0 in a message with fields but keeps it as an unknown field
+    in one without any (LogoutRequest): refuse it there too."""
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    if descriptor is None or descriptor.fields:
+        return False
+    unknown = UnknownFieldSet(message)
+    return any(unknown[i].field_number == 0 for i in range(len(unknown)))
+
+
+def guard_deserializer(deserializer: Deserializer | None, max_bytes: int) -> Deserializer:
+    def deserialize(raw: bytes) -> Any:
+        if len(raw) > max_bytes:
+            return _Refused(RequestTooLarge(f"request is larger than {max_bytes} bytes"))
+        if deserializer is None:
+            return raw
+        try:
+            message = deserializer(raw)
+            if raw and _has_field_zero(message):
+                return _Refused(MalformedRequest())
+            return message
+        except Exception:  # DecodeError, and whatever else a parser may raise on hostile bytes
+            return _Refused(MalformedRequest())
+
+    return deserialize
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -52,6 +96,9 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
         outcome = "OK"
         try:
+            if isinstance(request, _Refused):
+                log.info("request_refused", reason=request.error.reason.value)
+                raise request.error
             return await behavior(request, context)
         except DomainError as error:
             outcome = error.reason
@@ -78,10 +125,22 @@ def _wrap(method: str, behavior: Behavior) -> Behavior:
     return handle
 
 
+def _refusing(behavior: Behavior) -> Behavior:
+    """For methods not ours (health): a refused request still gets its proper status."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, _Refused):
+            await context.abort_with_status(domain_status(request.error))
+        return await behavior(request, context)
+
+    return handle
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
+    def __init__(self, max_message_bytes: int = 4 * 1024 * 1024) -> None:
         # The wrapped handler of each of our methods, made once rather than per call.
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        self._max_bytes = max_message_bytes
 
     async def intercept_service(
         self,
@@ -93,11 +152,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith("/identity."):
+        if handler is None or handler.unary_unary is None:
             return handler
+        behavior = cast(Behavior, handler.unary_unary)
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _wrap(method.rsplit("/", 1)[-1], cast(Behavior, handler.unary_unary)),
-            request_deserializer=handler.request_deserializer,
+            _wrap(method.rsplit("/", 1)[-1], behavior)
+            if method.startswith("/identity.")
+            else _refusing(behavior),
+            request_deserializer=guard_deserializer(handler.request_deserializer, self._max_bytes),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped

@@ -62,6 +62,9 @@ class Reason(StrEnum):
     # Dependencies and the unexpected.
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     INTERNAL = "INTERNAL"
+    # The request as a whole (answered at the api edge, before any service runs).
+    MALFORMED_REQUEST = "MALFORMED_REQUEST"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
 
 
 class Kind(Enum):
@@ -109,6 +112,23 @@ class InvalidArgument(DomainError):
     def __init__(self, field: str, message: str, *, reason: Reason = Reason.INVALID_FIELD) -> None:
         super().__init__(message, reason=reason)
         self.violations = (FieldViolation(field, message),)
+
+
+class MalformedRequest(DomainError):
+    """The request's bytes are not a message of the method's type. The message is generic:
+    nothing of the parser's complaint (which can quote the input) reaches the client."""
+
+    kind = Kind.INVALID
+    reason = Reason.MALFORMED_REQUEST
+    message = "malformed request"
+
+
+class RequestTooLarge(DomainError):
+    """The request is over the configured size limit (IDENTITY_MAX_MESSAGE_BYTES)."""
+
+    kind = Kind.THROTTLED
+    reason = Reason.REQUEST_TOO_LARGE
+    message = "request is too large"
 
 
 class PageTokenInvalid(InvalidArgument):
