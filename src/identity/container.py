@@ -68,6 +68,8 @@ async def build_services(settings: Settings, clock: Clock | None = None) -> Serv
         min_size=settings.db_pool_min,
         max_size=settings.db_pool_max,
         timeout=settings.db_timeout.total_seconds(),
+        connect_timeout=settings.db_connect_timeout.total_seconds(),
+        statement_timeout=settings.db_statement_timeout.total_seconds(),
     )
     await db.open()
     redis = RedisStore(settings.redis_url, settings.redis_prefix)

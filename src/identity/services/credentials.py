@@ -28,7 +28,7 @@ on the named field rather than UNAUTHENTICATED: their session is fine."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from identity.domain.clock import Clock
@@ -99,7 +99,7 @@ class CredentialCheck:
                 user = await uow.users.get_by_login(canonical)
             await self._record(user.id if user else None, None, LoginOutcome.THROTTLED, client)
             raise
-        async with self._db.transaction() as uow:
+        async with self._db.reader() as uow:  # one statement: atomic on its own
             slot = await uow.users.reserve_attempt(login_canonical=canonical, **self._reservation())
         if slot is not None and not slot.reserved and self._locked(slot):
             # Answered like an unknown login, after the same work: the lockout names no account.
@@ -119,7 +119,7 @@ class CredentialCheck:
         except Throttled:
             await self._record(principal.user_id, principal.session_id, LoginOutcome.THROTTLED, client)
             raise
-        async with self._db.transaction() as uow:
+        async with self._db.reader() as uow:
             slot = await uow.users.reserve_attempt(user_id=principal.user_id, **self._reservation())
         if slot is None:
             # The account is gone; the session that named it can be of no use either.
@@ -156,25 +156,37 @@ class CredentialCheck:
             # Every slot is taken by checks still in flight: not a failure, try again shortly.
             await self._record(user_id, session_id, LoginOutcome.THROTTLED, client)
             raise Throttled(BUSY_RETRY_AFTER_SECONDS)
-        matched: bool | None = None
         try:
             matched = await self._hasher.verify(password, slot.credentials.password_hash)
-        finally:
-            # Settled even when the check was cancelled, so the slot is not held until it lapses.
-            async with self._db.transaction() as uow:
-                await uow.users.settle_attempt(user_id, matched)
+        except BaseException:
+            # Cancelled mid-check: free the slot now rather than when it lapses.
+            async with self._db.reader() as uow:
+                await uow.users.settle_attempt(user_id, None)
+            raise
         if not matched:
-            await self._record(user_id, session_id, LoginOutcome.BAD_CREDENTIALS, client)
+            await self._record(user_id, session_id, LoginOutcome.BAD_CREDENTIALS, client, settle=False)
             raise wrong
         if slot.credentials.user.disabled_at is not None:
-            await self._record(user_id, session_id, LoginOutcome.ACCOUNT_DISABLED, client)
+            await self._record(user_id, session_id, LoginOutcome.ACCOUNT_DISABLED, client, settle=None)
             raise AccountDisabled()
+        async with self._db.reader() as uow:
+            await uow.users.settle_attempt(user_id, True)
         return slot.credentials
 
     async def _record(
-        self, user_id: UUID | None, session_id: UUID | None, outcome: LoginOutcome, client: ClientInfo
+        self,
+        user_id: UUID | None,
+        session_id: UUID | None,
+        outcome: LoginOutcome,
+        client: ClientInfo,
+        *,
+        settle: bool | None | Literal["no"] = "no",
     ) -> None:
+        """Records an attempt; `settle` also ends its reservation (see settle_attempt), in
+        the same transaction."""
         async with self._db.transaction() as uow:
+            if settle != "no" and user_id is not None:
+                await uow.users.settle_attempt(user_id, settle)
             await uow.login_history.record(
                 user_id=user_id,
                 outcome=outcome,
