@@ -180,7 +180,7 @@ class CredentialCheck:
         outcome: LoginOutcome,
         client: ClientInfo,
         *,
-        settle: bool | None | Literal["no"] = "no",
+        settle: bool | Literal["no"] | None = "no",
     ) -> None:
         """Records an attempt; `settle` also ends its reservation (see settle_attempt), in
         the same transaction."""

@@ -45,7 +45,7 @@ class _Connection(psycopg.AsyncConnection[dict[str, object]]):
     server a cancel request: a hung server would leave that request, and the caller,
     waiting for seconds. The pool then drops the closed connection."""
 
-    async def _try_cancel(self, *, timeout: float = 5.0) -> None:
+    async def _try_cancel(self, *, timeout: float = 5.0) -> None:  # noqa: ASYNC109 (the overridden signature)
         self.pgconn.finish()
 
 

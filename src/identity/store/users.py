@@ -120,8 +120,8 @@ class UserRepository:
         await self._conn.execute(
             """
             UPDATE users SET login_pending = GREATEST(login_pending - 1, 0),
-                failed_logins = CASE WHEN %(outcome)s IS NULL THEN failed_logins
-                                     WHEN %(outcome)s THEN 0 ELSE failed_logins + 1 END
+                failed_logins = CASE WHEN %(outcome)s::boolean IS NULL THEN failed_logins
+                                     WHEN %(outcome)s::boolean THEN 0 ELSE failed_logins + 1 END
             WHERE id = %(id)s
             """,
             {"id": user_id, "outcome": outcome},
