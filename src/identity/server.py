@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from identity.api.auth_servicer import AuthServicer
+from identity.api.drain import Drain
 from identity.api.interceptor import ErrorMappingInterceptor
 from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
@@ -57,7 +58,9 @@ class RunningServer:
         services: Services,
         health_servicer: health.aio.HealthServicer,
         port: int,
+        drain: Drain,
     ):
+        self.drain = drain
         self.server = server
         self.services = services
         self.health = health_servicer
@@ -85,13 +88,16 @@ class RunningServer:
         self._partition_task = asyncio.create_task(run_periodic_ensure(self.services.partitions, interval))
 
     async def stop(self, grace: float) -> None:
+        """Health NOT_SERVING at once; calls already taken finish (up to `grace`), new ones
+        are refused UNAVAILABLE (api/drain.py); then the transport and the pools close."""
+        await self.health.enter_graceful_shutdown()
         for task in (self._health_task, self._partition_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(grace)
+        left = await self.drain.drain(grace)
+        await self.server.stop(left)
         authz = self.services.authz
         log.info("authz_totals", checks=authz.checks, allowed=authz.allowed)
         await self.services.close()
@@ -134,8 +140,9 @@ async def start_server(
     await ensure_partitions(services)
     # The permission cache's lease: checks are answered from memory only while it holds.
     await services.rbac_sync.start()
+    interceptor = ErrorMappingInterceptor(settings.max_message_bytes)
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor(settings.max_message_bytes)],
+        interceptors=[interceptor],
         options=[
             # Off unless asked for: without this, two servers can silently share one port.
             ("grpc.so_reuseport", 1 if settings.grpc_reuseport else 0),
@@ -153,7 +160,7 @@ async def start_server(
     if port == 0:
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
     await server.start()
-    running = RunningServer(server, services, health_servicer, port)
+    running = RunningServer(server, services, health_servicer, port, interceptor.drain)
     running.start_health()
     running.start_partition_maintenance()
     # Everything loaded so far lives as long as the process: keep it out of the cyclic

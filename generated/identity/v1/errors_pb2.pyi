@@ -84,6 +84,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     size limit.
     """
     ERROR_REASON_REQUEST_TOO_LARGE: _ErrorReason.ValueType  # 91
+    ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 92
+    """UNAVAILABLE: this server process is shutting down and takes no new call;
+    retry (another process, or this service once restarted).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable cause of a failed call. It travels in
@@ -154,4 +158,8 @@ REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): the message is over the documented
 size limit.
 """
 ERROR_REASON_REQUEST_TOO_LARGE: ErrorReason.ValueType  # 91
+ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 92
+"""UNAVAILABLE: this server process is shutting down and takes no new call;
+retry (another process, or this service once restarted).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

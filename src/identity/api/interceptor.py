@@ -22,7 +22,14 @@ import structlog
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from identity.api.errors import domain_status, internal_status
-from identity.domain.errors import BackendUnavailable, DomainError, MalformedRequest, RequestTooLarge
+from identity.api.drain import Drain
+from identity.domain.errors import (
+    BackendUnavailable,
+    DomainError,
+    MalformedRequest,
+    RequestTooLarge,
+    ShuttingDown,
+)
 
 log = structlog.get_logger("identity.rpc")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -87,42 +94,53 @@ def _where(exc: BaseException) -> str:
     return f"{last.filename.rsplit('/', 1)[-1]}:{last.lineno}"
 
 
-def _wrap(method: str, behavior: Behavior) -> Behavior:
+def _wrap(method: str, behavior: Behavior, drain: Drain) -> Behavior:
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        request_id = _request_id(context)
-        started = time.perf_counter()
-        # Each call runs in a task of its own, with its own copy of the context: what is
-        # bound here dies with the call (cheaper than bound_contextvars' save/restore).
-        structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
-        outcome = "OK"
+        if not drain.arrive():
+            await context.abort_with_status(domain_status(ShuttingDown()))
         try:
-            if isinstance(request, _Refused):
-                log.info("request_refused", reason=request.error.reason.value)
-                raise request.error
-            return await behavior(request, context)
-        except DomainError as error:
-            outcome = error.reason
-            if isinstance(error, BackendUnavailable):
-                log.warning("backend_unavailable", cause=type(error.__cause__).__name__)
-            await context.abort_with_status(domain_status(error))
-        except (grpc.aio.AbortError, grpc.RpcError):
-            raise
-        except NotImplementedError:
-            # An RPC of the contract that is not built: say so, retrying will not help.
-            outcome = "UNIMPLEMENTED"
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented")
-        except Exception as exc:  # the generic edge: nothing of it reaches the client
-            outcome = "INTERNAL"
-            log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
-            await context.abort_with_status(internal_status())
+            return await _handle(method, behavior, request, context)
         finally:
-            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
-            if outcome == "OK":
-                log.debug("rpc_done", outcome=outcome, ms=elapsed_ms)
-            else:
-                log.info("rpc_done", outcome=outcome, ms=elapsed_ms)
+            drain.leave()
 
     return handle
+
+
+async def _handle(
+    method: str, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+) -> Any:
+    request_id = _request_id(context)
+    started = time.perf_counter()
+    # Each call runs in a task of its own, with its own copy of the context: what is
+    # bound here dies with the call (cheaper than bound_contextvars' save/restore).
+    structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
+    outcome = "OK"
+    try:
+        if isinstance(request, _Refused):
+            log.info("request_refused", reason=request.error.reason.value)
+            raise request.error
+        return await behavior(request, context)
+    except DomainError as error:
+        outcome = error.reason
+        if isinstance(error, BackendUnavailable):
+            log.warning("backend_unavailable", cause=type(error.__cause__).__name__)
+        await context.abort_with_status(domain_status(error))
+    except (grpc.aio.AbortError, grpc.RpcError):
+        raise
+    except NotImplementedError:
+        # An RPC of the contract that is not built: say so, retrying will not help.
+        outcome = "UNIMPLEMENTED"
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this method is not implemented")
+    except Exception as exc:  # the generic edge: nothing of it reaches the client
+        outcome = "INTERNAL"
+        log.error("unexpected_error", error_type=type(exc).__name__, where=_where(exc))
+        await context.abort_with_status(internal_status())
+    finally:
+        elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        if outcome == "OK":
+            log.debug("rpc_done", outcome=outcome, ms=elapsed_ms)
+        else:
+            log.info("rpc_done", outcome=outcome, ms=elapsed_ms)
 
 
 def _refusing(behavior: Behavior) -> Behavior:
@@ -137,10 +155,11 @@ def _refusing(behavior: Behavior) -> Behavior:
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, max_message_bytes: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, max_message_bytes: int = 4 * 1024 * 1024, drain: Drain | None = None) -> None:
         # The wrapped handler of each of our methods, made once rather than per call.
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._max_bytes = max_message_bytes
+        self.drain = drain or Drain()
 
     async def intercept_service(
         self,
@@ -156,7 +175,7 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
             return handler
         behavior = cast(Behavior, handler.unary_unary)
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _wrap(method.rsplit("/", 1)[-1], behavior)
+            _wrap(method.rsplit("/", 1)[-1], behavior, self.drain)
             if method.startswith("/identity.")
             else _refusing(behavior),
             request_deserializer=guard_deserializer(handler.request_deserializer, self._max_bytes),

@@ -65,6 +65,7 @@ class Reason(StrEnum):
     # The request as a whole (answered at the api edge, before any service runs).
     MALFORMED_REQUEST = "MALFORMED_REQUEST"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
 
 
 class Kind(Enum):
@@ -304,3 +305,12 @@ class BackendUnavailable(DomainError):
     kind = Kind.UNAVAILABLE
     reason = Reason.BACKEND_UNAVAILABLE
     message = "service temporarily unavailable"
+
+
+class ShuttingDown(DomainError):
+    """The process is draining after SIGTERM: calls it already took finish, new ones are
+    refused this way (retryable) rather than cancelled."""
+
+    kind = Kind.UNAVAILABLE
+    reason = Reason.SHUTTING_DOWN
+    message = "server is shutting down, retry"
