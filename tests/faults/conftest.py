@@ -36,8 +36,9 @@ def _port_open(port: int) -> bool:
 
 @dataclass
 class PrivatePostgres:
-    """A PostgreSQL cluster in a temporary directory; the postmaster leads its own
-    process group, so SIGSTOP on the group hangs it and every backend at once."""
+    """A PostgreSQL cluster in a temporary directory, run as a child of the suite. To hang
+    it, the postmaster and each of its children (every backend is a process group of
+    its own) are stopped: sockets stay open, nothing answers."""
 
     root: Path
     port: int
@@ -71,12 +72,18 @@ class PrivatePostgres:
             self.process = subprocess.Popen(
                 [
                     str(PG_BIN / "postgres"),
-                    "-D", str(self.root / "data"),
-                    "-p", str(self.port),
-                    "-k", str(self.root),
-                    "-c", "listen_addresses=127.0.0.1",
-                    "-c", "fsync=off",
-                    "-c", "max_connections=60",
+                    "-D",
+                    str(self.root / "data"),
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.root),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-c",
+                    "fsync=off",
+                    "-c",
+                    "max_connections=60",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -104,16 +111,36 @@ class PrivatePostgres:
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            for pid in self._family():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.process.kill()
             self.process.wait(timeout=10)
+
+    def _family(self) -> list[int]:
+        assert self.process is not None
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # pid (comm) state ppid ...: comm may hold spaces, so split after its ")".
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == self.process.pid:
+                    children.append(int(stat.parent.name))
+        return children
 
     def hang(self) -> None:
         assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGSTOP)
+        os.kill(self.process.pid, signal.SIGSTOP)  # first: it forks no new backend now
+        for pid in self._family():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
 
     def resume(self) -> None:
         if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGCONT)
+            for pid in self._family():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            os.kill(self.process.pid, signal.SIGCONT)
 
 
 @dataclass
@@ -131,11 +158,16 @@ class PrivateRedis:
             self.process = subprocess.Popen(
                 [
                     shutil.which("redis-server") or "redis-server",
-                    "--port", str(self.port),
-                    "--bind", "127.0.0.1",
-                    "--save", "",
-                    "--appendonly", "no",
-                    "--dir", str(self.root),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.root),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -205,5 +237,3 @@ def private_redis() -> Iterator[PrivateRedis]:
 def bounded(seconds: float) -> float:
     """A deadline `seconds` from now, for loops that poll."""
     return time.monotonic() + seconds
-
-

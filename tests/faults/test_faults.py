@@ -26,8 +26,10 @@ pytestmark = pytest.mark.e2e
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 HEALTH_INTERVAL = 2.0  # server.HEALTH_INTERVAL_SECONDS
-STATEMENT_TIMEOUT = 3.0  # IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS (default)
-MARGIN = 2.0  # a loaded 2-core machine
+# IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS: a little above the default (3), so that a machine
+# loaded by other suites does not fail a healthy call.
+STATEMENT_TIMEOUT = 4.0
+MARGIN = 3.0  # a loaded 2-core machine
 
 
 def assert_json_log(server: ServerProcess) -> None:
@@ -54,10 +56,12 @@ class Client:
         await self.auth.Register(auth_pb2.RegisterRequest(login=login, password=STRONG_PASSWORD), timeout=10)
         return login
 
-    async def login(self, login: str, timeout: float = 15) -> str:
+    async def login(self, login: str, deadline: float = 15) -> str:
         """The outcome of one login: "OK" or the error's reason (or status code name)."""
         try:
-            await self.auth.Login(auth_pb2.LoginRequest(login=login, password=STRONG_PASSWORD), timeout=timeout)
+            await self.auth.Login(
+                auth_pb2.LoginRequest(login=login, password=STRONG_PASSWORD), timeout=deadline
+            )
             return "OK"
         except grpc.aio.AioRpcError as error:
             got = failure(error)
@@ -70,18 +74,26 @@ async def timed(coro) -> tuple[object, float]:
     return result, time.monotonic() - started
 
 
+async def assert_fail_fast(client: Client, login: str) -> None:
+    """While the database is known down, calls fail UNAVAILABLE well under a second."""
+    results = await asyncio.gather(*(timed(client.login(login)) for _ in range(20)))
+    assert {outcome for outcome, _ in results} == {"UNAVAILABLE:BACKEND_UNAVAILABLE"}
+    times = sorted(took for _, took in results)
+    assert times[len(times) // 2] < 0.5 and times[-1] < 1.0 + MARGIN / 2, times
+
+
 async def health(server: ServerProcess) -> int | None:
     return await asyncio.to_thread(health_status, server.port, "", 1.0)
 
 
-async def wait_health(server: ServerProcess, wanted: int, timeout: float) -> float:
-    """Seconds until health says `wanted` (fails after `timeout`)."""
+async def wait_health(server: ServerProcess, wanted: int, within: float) -> float:
+    """Seconds until health says `wanted` (fails after `within` seconds)."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
+    while time.monotonic() - started < within:
         if await health(server) == wanted:
             return time.monotonic() - started
         await asyncio.sleep(0.1)
-    raise AssertionError(f"health did not turn {wanted} within {timeout} s")
+    raise AssertionError(f"health did not turn {wanted} within {within} s")
 
 
 # -- 1. SIGTERM drains ------------------------------------------------------------------------
@@ -165,7 +177,9 @@ async def test_a_redis_restart_fails_calls_while_down_and_none_once_serving(
 
 
 async def _registered(postgres: PrivatePostgres, tmp_path: Path) -> tuple[ServerProcess, Client, str]:
-    server = start_server_process(postgres.url("identity"), tmp_path)
+    server = start_server_process(
+        postgres.url("identity"), tmp_path, IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS=str(int(STATEMENT_TIMEOUT))
+    )
     client = Client(server)
     login = await client.register()
     assert await client.login(login) == "OK"
@@ -192,9 +206,7 @@ async def test_a_hung_postgres_fails_calls_in_bounded_time_and_recovers(postgres
         await wait_health(server, NOT_SERVING, 2 * HEALTH_INTERVAL + MARGIN)
         assert time.monotonic() - hung_at < 2 * HEALTH_INTERVAL + STATEMENT_TIMEOUT + MARGIN
         # Known down: every call fails fast.
-        for outcome, took in await asyncio.gather(*(timed(client.login(login)) for _ in range(20))):
-            assert outcome == "UNAVAILABLE:BACKEND_UNAVAILABLE"
-            assert took < 1.0
+        await assert_fail_fast(client, login)
         postgres.resume()
         back = await wait_health(server, SERVING, 10)
         assert back < 5 + MARGIN
@@ -219,9 +231,7 @@ async def test_a_stopped_postgres_fails_calls_fast_and_recovers_without_a_restar
         assert took < 1.0 + MARGIN
         await wait_health(server, NOT_SERVING, HEALTH_INTERVAL + MARGIN)
         assert time.monotonic() - stopped_at < HEALTH_INTERVAL + MARGIN
-        for outcome, took in await asyncio.gather(*(timed(client.login(login)) for _ in range(20))):
-            assert outcome == "UNAVAILABLE:BACKEND_UNAVAILABLE"
-            assert took < 1.0
+        await assert_fail_fast(client, login)
         postgres.start()
         back = await wait_health(server, SERVING, 10)
         assert back < 5 + MARGIN

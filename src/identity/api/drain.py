@@ -15,6 +15,7 @@ once, and the grace is never used). So the server drains before it stops:
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 QUIET_SECONDS = 0.05
 
@@ -46,11 +47,7 @@ class Drain:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + grace
-        backlog_end = started + grace / 2
-        while loop.time() < backlog_end and (
-            self.in_flight or loop.time() - self._last_arrival < QUIET_SECONDS
-        ):
-            await asyncio.sleep(QUIET_SECONDS / 5)
+        await _poll(lambda: not self.in_flight and self._quiet(), started + grace / 2)
         self.refusing = True
         try:
             await asyncio.wait_for(self._idle.wait(), max(0.0, deadline - loop.time()))
@@ -58,6 +55,16 @@ class Drain:
             pass
         # Refused calls are answered at once; let those already picked up be answered
         # before the transport closes.
-        while loop.time() < deadline and loop.time() - self._last_arrival < QUIET_SECONDS:
-            await asyncio.sleep(QUIET_SECONDS / 5)
+        await _poll(self._quiet, deadline)
         return max(0.0, deadline - loop.time())
+
+    def _quiet(self) -> bool:
+        return asyncio.get_running_loop().time() - self._last_arrival >= QUIET_SECONDS
+
+
+async def _poll(done: Callable[[], bool], until: float) -> None:
+    """Until `done()` or the loop time `until`, whichever comes first. Polled: an arrival
+    is a timestamp, and quiet is the absence of one."""
+    loop = asyncio.get_running_loop()
+    while not done() and loop.time() < until:  # noqa: ASYNC110
+        await asyncio.sleep(QUIET_SECONDS / 5)

@@ -21,8 +21,8 @@ import grpc
 import structlog
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from identity.api.errors import domain_status, internal_status
 from identity.api.drain import Drain
+from identity.api.errors import domain_status, internal_status
 from identity.domain.errors import (
     BackendUnavailable,
     DomainError,

@@ -37,7 +37,7 @@ log = structlog.get_logger("identity.db")
 
 # SQLSTATEs of a server that is going away or refusing connections (beyond class 08).
 _GONE_STATES = frozenset({"57P01", "57P02", "57P03"})
-PING_TIMEOUT_SECONDS = 1.0
+PING_TIMEOUT_SECONDS = 1.5
 
 
 class _Connection(psycopg.AsyncConnection[dict[str, object]]):
