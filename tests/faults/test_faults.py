@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from grpc_health.v1 import health_pb2
 
+from identity.api.drain import QUIET_SECONDS as QUIET
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 from tests.e2e.conftest import ServerProcess, health_status, start_server_process, wait_for
 from tests.faults.conftest import PrivatePostgres, PrivateRedis
@@ -124,7 +125,7 @@ async def test_sigterm_finishes_calls_in_flight_and_refuses_new_ones_retryably(d
         server.process.send_signal(signal.SIGTERM)
         assert await health(server) in (NOT_SERVING, None)  # at once
         first_outcomes = Counter(await asyncio.gather(*first))
-        await asyncio.sleep(0.3)  # past the backlog: the process now refuses new calls
+        await asyncio.sleep(QUIET + 0.5)  # past the backlog: the process now refuses new calls
         later_outcomes = Counter(await asyncio.gather(*(one() for _ in range(50))))
         exit_code = await asyncio.to_thread(server.process.wait, 20)
         took = time.monotonic() - signalled

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-QUIET_SECONDS = 0.05
+# Long enough that a process starved of CPU on a loaded machine does not take a pause of
+# its own for the end of the backlog; an idle process (no call for this long) stops at once.
+QUIET_SECONDS = 0.5
 
 
 class Drain:
