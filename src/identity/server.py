@@ -23,6 +23,7 @@ from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
+from identity.domain.errors import DomainError
 from identity.services.partitions import run_periodic_ensure
 from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
@@ -172,7 +173,12 @@ async def start_server(
 
 
 async def serve(settings: Settings) -> None:
-    running = await start_server(settings)
+    try:
+        running = await start_server(settings)
+    except DomainError as error:
+        # A database or Redis that does not answer at start-up: one JSON line, no traceback.
+        log.error("startup_failed", reason=error.reason.value, cause=type(error.__cause__).__name__)
+        raise SystemExit(1) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -102,7 +102,12 @@ class ServerProcess:
 
 
 def start_server_process(
-    database_url: str, log_dir: Path, *, expect_serving: bool = True, **extra_env: str
+    database_url: str,
+    log_dir: Path,
+    *,
+    expect_serving: bool = True,
+    start_timeout: float = 20.0,
+    **extra_env: str,
 ) -> ServerProcess:
     port = free_port()
     log_path = log_dir / f"identity-{port}.log"
@@ -121,6 +126,7 @@ def start_server_process(
         wait_for(
             lambda: process.poll() is not None or health_status(port) in wanted,
             "identity serve to answer health checks",
+            timeout=start_timeout,
         )
     except TimeoutError:
         server.stop()

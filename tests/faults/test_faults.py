@@ -31,6 +31,7 @@ HEALTH_INTERVAL = 2.0  # server.HEALTH_INTERVAL_SECONDS
 # loaded by other suites does not fail a healthy call.
 STATEMENT_TIMEOUT = 4.0
 MARGIN = 3.0  # a loaded 2-core machine
+START = 60.0  # starting a Python process there can take long
 
 
 def assert_json_log(server: ServerProcess) -> None:
@@ -75,12 +76,23 @@ async def timed(coro) -> tuple[object, float]:
     return result, time.monotonic() - started
 
 
-async def assert_fail_fast(client: Client, login: str) -> None:
-    """While the database is known down, calls fail UNAVAILABLE well under a second."""
+async def assert_fail_fast(client: Client, server: ServerProcess, login: str) -> None:
+    """While the database is known down, calls fail UNAVAILABLE well under a second: no
+    call waits for a connection or a statement timeout. Judged by the server's own
+    account of each call (its `ms`), since a client on a loaded machine also measures
+    the scheduler; the client's view is bounded well below the statement timeout."""
     results = await asyncio.gather(*(timed(client.login(login)) for _ in range(20)))
     assert {outcome for outcome, _ in results} == {"UNAVAILABLE:BACKEND_UNAVAILABLE"}
-    times = sorted(took for _, took in results)
-    assert times[len(times) // 2] < 0.5 and times[-1] < 1.0 + MARGIN / 2, times
+    seen = sorted(took for _, took in results)
+    served = sorted(
+        line["ms"] / 1000
+        for line in server.log_lines()[-200:]
+        if line.get("event") == "rpc_done" and line.get("outcome") == "BACKEND_UNAVAILABLE"
+    )
+    median = served[len(served) // 2]
+    print(f"known down: 20 logins failed in {seen[0]:.3f} to {seen[-1]:.3f} s (server median {median:.3f} s)")
+    assert median < 0.25, served
+    assert seen[-1] < STATEMENT_TIMEOUT, seen
 
 
 async def health(server: ServerProcess) -> int | None:
@@ -101,7 +113,9 @@ async def wait_health(server: ServerProcess, wanted: int, within: float) -> floa
 
 
 async def test_sigterm_finishes_calls_in_flight_and_refuses_new_ones_retryably(database_url, tmp_path):
-    server = start_server_process(database_url, tmp_path, IDENTITY_SHUTDOWN_GRACE_SECONDS="10")
+    server = start_server_process(
+        database_url, tmp_path, start_timeout=START, IDENTITY_SHUTDOWN_GRACE_SECONDS="10"
+    )
     client = Client(server)
     try:
         login = await client.register()
@@ -129,6 +143,7 @@ async def test_sigterm_finishes_calls_in_flight_and_refuses_new_ones_retryably(d
         later_outcomes = Counter(await asyncio.gather(*(one() for _ in range(50))))
         exit_code = await asyncio.to_thread(server.process.wait, 20)
         took = time.monotonic() - signalled
+        print(f"sigterm: {first_outcomes}, later {later_outcomes}, exit {exit_code} after {took:.2f} s")
     finally:
         await client.close()
         server.stop()
@@ -149,7 +164,9 @@ async def test_sigterm_finishes_calls_in_flight_and_refuses_new_ones_retryably(d
 async def test_a_redis_restart_fails_calls_while_down_and_none_once_serving(
     database_url, tmp_path, private_redis: PrivateRedis
 ):
-    server = start_server_process(database_url, tmp_path, IDENTITY_REDIS_URL=private_redis.url)
+    server = start_server_process(
+        database_url, tmp_path, start_timeout=START, IDENTITY_REDIS_URL=private_redis.url
+    )
     client = Client(server)
     try:
         login = await client.register()
@@ -157,11 +174,13 @@ async def test_a_redis_restart_fails_calls_while_down_and_none_once_serving(
         assert Counter(await asyncio.gather(*(client.login(login) for _ in range(30)))) == Counter({"OK": 30})
         private_redis.stop()
         outcome, took = await timed(client.login(login))
+        print(f"redis down: a login failed in {took:.2f} s")
         assert outcome == "UNAVAILABLE:BACKEND_UNAVAILABLE"
         assert took < 2 * 2.0 + MARGIN  # socket timeouts of 2 s, one retry
         await wait_health(server, NOT_SERVING, HEALTH_INTERVAL + MARGIN + 2)
         private_redis.start()
         back = await wait_health(server, SERVING, 2 * HEALTH_INTERVAL + MARGIN)
+        print(f"redis back: SERVING after {back:.2f} s")
         assert back < 2 * HEALTH_INTERVAL + MARGIN
         # Once SERVING, no call fails for Redis: dead pooled connections are retried on fresh ones.
         for _ in range(3):
@@ -179,7 +198,10 @@ async def test_a_redis_restart_fails_calls_while_down_and_none_once_serving(
 
 async def _registered(postgres: PrivatePostgres, tmp_path: Path) -> tuple[ServerProcess, Client, str]:
     server = start_server_process(
-        postgres.url("identity"), tmp_path, IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS=str(int(STATEMENT_TIMEOUT))
+        postgres.url("identity"),
+        tmp_path,
+        start_timeout=START,
+        IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS=str(int(STATEMENT_TIMEOUT)),
     )
     client = Client(server)
     login = await client.register()
@@ -202,14 +224,17 @@ async def test_a_hung_postgres_fails_calls_in_bounded_time_and_recovers(postgres
         hung_at = time.monotonic()
         # A call that meets the hung server fails within the statement timeout.
         outcome, took = await timed(client.login(login))
+        print(f"postgres hung: the first login failed in {took:.2f} s")
         assert outcome == "UNAVAILABLE:BACKEND_UNAVAILABLE"
         assert took < STATEMENT_TIMEOUT + MARGIN
         await wait_health(server, NOT_SERVING, 2 * HEALTH_INTERVAL + MARGIN)
+        print(f"postgres hung: NOT_SERVING {time.monotonic() - hung_at:.2f} s after SIGSTOP")
         assert time.monotonic() - hung_at < 2 * HEALTH_INTERVAL + STATEMENT_TIMEOUT + MARGIN
         # Known down: every call fails fast.
-        await assert_fail_fast(client, login)
+        await assert_fail_fast(client, server, login)
         postgres.resume()
         back = await wait_health(server, SERVING, 10)
+        print(f"postgres resumed: SERVING after {back:.2f} s")
         assert back < 5 + MARGIN
         outcomes = Counter(await asyncio.gather(*(client.login(login) for _ in range(20))))
         assert outcomes == Counter({"OK": 20}), outcomes
@@ -228,13 +253,16 @@ async def test_a_stopped_postgres_fails_calls_fast_and_recovers_without_a_restar
         postgres.stop()
         stopped_at = time.monotonic()
         outcome, took = await timed(client.login(login))
+        print(f"postgres stopped: the first login failed in {took:.2f} s")
         assert outcome == "UNAVAILABLE:BACKEND_UNAVAILABLE"
         assert took < 1.0 + MARGIN
         await wait_health(server, NOT_SERVING, HEALTH_INTERVAL + MARGIN)
+        print(f"postgres stopped: NOT_SERVING {time.monotonic() - stopped_at:.2f} s after")
         assert time.monotonic() - stopped_at < HEALTH_INTERVAL + MARGIN
-        await assert_fail_fast(client, login)
+        await assert_fail_fast(client, server, login)
         postgres.start()
         back = await wait_health(server, SERVING, 10)
+        print(f"postgres restarted: SERVING after {back:.2f} s")
         assert back < 5 + MARGIN
         outcomes = Counter(await asyncio.gather(*(client.login(login) for _ in range(20))))
         assert outcomes == Counter({"OK": 20}), outcomes
@@ -249,7 +277,9 @@ async def test_a_stopped_postgres_fails_calls_fast_and_recovers_without_a_restar
 
 
 async def test_simultaneous_correct_logins_never_lock_the_account(postgres, tmp_path):
-    server = start_server_process(postgres.url("identity"), tmp_path, IDENTITY_MAX_FAILED_LOGINS="5")
+    server = start_server_process(
+        postgres.url("identity"), tmp_path, start_timeout=START, IDENTITY_MAX_FAILED_LOGINS="5"
+    )
     client = Client(server)
     try:
         login = await client.register()
