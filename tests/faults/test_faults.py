@@ -81,17 +81,24 @@ async def assert_fail_fast(client: Client, server: ServerProcess, login: str) ->
     call waits for a connection or a statement timeout. Judged by the server's own
     account of each call (its `ms`), since a client on a loaded machine also measures
     the scheduler; the client's view is bounded well below the statement timeout."""
+
+    def refusals() -> list[float]:
+        return [
+            line["ms"] / 1000
+            for line in server.log_lines()
+            if line.get("event") == "rpc_done" and line.get("outcome") == "BACKEND_UNAVAILABLE"
+        ]
+
+    before = len(refusals())
     results = await asyncio.gather(*(timed(client.login(login)) for _ in range(20)))
     assert {outcome for outcome, _ in results} == {"UNAVAILABLE:BACKEND_UNAVAILABLE"}
     seen = sorted(took for _, took in results)
-    served = sorted(
-        line["ms"] / 1000
-        for line in server.log_lines()[-200:]
-        if line.get("event") == "rpc_done" and line.get("outcome") == "BACKEND_UNAVAILABLE"
-    )
+    # A call's log line is written as its answer leaves: give the last ones a moment.
+    await asyncio.to_thread(wait_for, lambda: len(refusals()) >= before + 20, "the calls' log lines", 10)
+    served = sorted(refusals()[before:])
     median = served[len(served) // 2]
     print(f"known down: 20 logins failed in {seen[0]:.3f} to {seen[-1]:.3f} s (server median {median:.3f} s)")
-    assert median < 0.25, served
+    assert median < 1.0, served  # idle machine: about 0.01 s; the bound allows for a loaded one
     assert seen[-1] < STATEMENT_TIMEOUT, seen
 
 
