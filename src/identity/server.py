@@ -152,6 +152,10 @@ async def start_server(
     )
     add_servicers(server, services)
     health_servicer = health.aio.HealthServicer()
+    # NOT_SERVING until the first check has seen both backends answer (the servicer's own
+    # default for "" is SERVING).
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
