@@ -28,7 +28,7 @@ on the named field rather than UNAUTHENTICATED: their session is fine."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from identity.domain.clock import Clock
@@ -48,6 +48,7 @@ from identity.domain.passwords import MAX_PASSWORD_LENGTH, normalize_password
 from identity.security.passwords import PasswordHasher
 from identity.services.throttle import LoginThrottle
 from identity.store.database import Database
+from identity.store.uow import UnitOfWork
 
 LOCKOUT_RETRY_AFTER_SECONDS = 3600
 # A check whose reservation found every slot in flight is told to come back after this.
@@ -164,34 +165,48 @@ class CredentialCheck:
                 await uow.users.settle_attempt(user_id, None)
             raise
         if not matched:
-            await self._record(user_id, session_id, LoginOutcome.BAD_CREDENTIALS, client, settle=False)
+            await self._settle_and_record(user_id, False, session_id, LoginOutcome.BAD_CREDENTIALS, client)
             raise wrong
         if slot.credentials.user.disabled_at is not None:
-            await self._record(user_id, session_id, LoginOutcome.ACCOUNT_DISABLED, client, settle=None)
+            await self._settle_and_record(user_id, None, session_id, LoginOutcome.ACCOUNT_DISABLED, client)
             raise AccountDisabled()
         async with self._db.reader() as uow:
             await uow.users.settle_attempt(user_id, True)
         return slot.credentials
 
     async def _record(
+        self, user_id: UUID | None, session_id: UUID | None, outcome: LoginOutcome, client: ClientInfo
+    ) -> None:
+        async with self._db.transaction() as uow:
+            await self._write(uow, user_id, session_id, outcome, client)
+
+    async def _settle_and_record(
         self,
+        user_id: UUID,
+        matched: bool | None,
+        session_id: UUID | None,
+        outcome: LoginOutcome,
+        client: ClientInfo,
+    ) -> None:
+        """Ends the attempt's reservation (see UserRepository.settle_attempt) and records
+        it, in one transaction."""
+        async with self._db.transaction() as uow:
+            await uow.users.settle_attempt(user_id, matched)
+            await self._write(uow, user_id, session_id, outcome, client)
+
+    async def _write(
+        self,
+        uow: UnitOfWork,
         user_id: UUID | None,
         session_id: UUID | None,
         outcome: LoginOutcome,
         client: ClientInfo,
-        *,
-        settle: bool | Literal["no"] | None = "no",
     ) -> None:
-        """Records an attempt; `settle` also ends its reservation (see settle_attempt), in
-        the same transaction."""
-        async with self._db.transaction() as uow:
-            if settle != "no" and user_id is not None:
-                await uow.users.settle_attempt(user_id, settle)
-            await uow.login_history.record(
-                user_id=user_id,
-                outcome=outcome,
-                ip=client.ip,
-                user_agent=client.user_agent,
-                session_id=session_id,
-                at=self._clock.now(),
-            )
+        await uow.login_history.record(
+            user_id=user_id,
+            outcome=outcome,
+            ip=client.ip,
+            user_agent=client.user_agent,
+            session_id=session_id,
+            at=self._clock.now(),
+        )
