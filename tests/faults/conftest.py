@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,14 +23,6 @@ from tests.e2e.conftest import free_port, wait_for
 
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), default=None, key=lambda p: int(p.parent.name))
 AS_ROOT = os.geteuid() == 0
-
-
-def _port_open(port: int) -> bool:
-    import socket
-
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @dataclass
@@ -232,8 +223,3 @@ def private_redis() -> Iterator[PrivateRedis]:
     yield server
     server.stop()
     shutil.rmtree(root, ignore_errors=True)
-
-
-def bounded(seconds: float) -> float:
-    """A deadline `seconds` from now, for loops that poll."""
-    return time.monotonic() + seconds

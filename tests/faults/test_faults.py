@@ -306,8 +306,3 @@ async def test_simultaneous_correct_logins_never_lock_the_account(postgres, tmp_
     assert "LOCKED_OUT" not in history and "BAD_CREDENTIALS" not in history
     assert history["SUCCESS"] == outcomes["OK"] + 1
     assert_json_log(server)
-
-
-def test_wait_for_is_bounded():
-    with pytest.raises(TimeoutError):
-        wait_for(lambda: False, "nothing", timeout=0.2)
