@@ -16,7 +16,7 @@ from typing import Any
 
 from identity.domain.clock import SteppedClock
 from identity.domain.errors import LoginTaken
-from identity.domain.models import Credentials, LoginEvent, LoginOutcome, Session, User
+from identity.domain.models import AttemptSlot, Credentials, LoginEvent, LoginOutcome, Session, User
 from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
 from identity.security.passwords import PasswordHasher
 from identity.store.keys import StoredKey
@@ -28,6 +28,8 @@ class _UserRow:
     user: User
     password_hash: bytes
     failed_logins: int = 0
+    pending: int = 0
+    pending_until: datetime | None = None
 
 
 @dataclass
@@ -72,24 +74,38 @@ class FakeUsers:
         row = self._by_login(login_canonical)
         return None if row is None else row.user
 
-    async def count_failed_attempt(
-        self, *, login_canonical: str | None = None, user_id: uuid.UUID | None = None
-    ) -> Credentials | None:
+    async def reserve_attempt(
+        self,
+        *,
+        login_canonical: str | None = None,
+        user_id: uuid.UUID | None = None,
+        limit: int,
+        now: datetime,
+        hold: timedelta,
+    ) -> AttemptSlot | None:
         row = self._s.users.get(user_id) if user_id is not None else self._by_login(login_canonical or "")
         if row is None:
             return None
-        row.failed_logins += 1
-        return Credentials(row.user, row.password_hash, row.failed_logins)
+        pending = row.pending if row.pending_until is not None and row.pending_until > now else 0
+        reserved = row.failed_logins + pending < limit
+        if reserved:
+            row.pending, row.pending_until = pending + 1, now + hold
+        return AttemptSlot(Credentials(row.user, row.password_hash, row.failed_logins), reserved)
+
+    async def settle_attempt(self, user_id: uuid.UUID, outcome: bool | None) -> int | None:
+        row = self._s.users[user_id]
+        row.pending = max(row.pending - 1, 0)
+        if outcome is not None:
+            row.failed_logins = 0 if outcome else row.failed_logins + 1
+        return row.failed_logins
 
     async def failed_logins(self, user_id: uuid.UUID) -> int | None:
         row = self._s.users.get(user_id)
         return None if row is None else row.failed_logins
 
-    async def reset_failed_attempts(self, user_id: uuid.UUID) -> None:
-        self._s.users[user_id].failed_logins = 0
-
     async def unlock(self, user_id: uuid.UUID) -> None:
         self._s.users[user_id].failed_logins = 0
+        self._s.users[user_id].pending = 0
 
     async def set_password(self, user_id: uuid.UUID, password_hash: bytes) -> None:
         self._s.users[user_id].password_hash = password_hash

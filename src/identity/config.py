@@ -185,6 +185,15 @@ class Settings:
     db_pool_min: int = field(default=2, metadata=_env("IDENTITY_DB_POOL_MIN"))
     db_pool_max: int = field(default=10, metadata=_env("IDENTITY_DB_POOL_MAX"))
     db_timeout: timedelta = field(default=timedelta(seconds=5), metadata=_env("IDENTITY_DB_TIMEOUT_SECONDS"))
+    # Establishing one PostgreSQL connection (a hung server accepts TCP but never answers).
+    db_connect_timeout: timedelta = field(
+        default=timedelta(seconds=2), metadata=_env("IDENTITY_DB_CONNECT_TIMEOUT_SECONDS")
+    )
+    # The longest one unit of work (a transaction or a read, waiting for its connection
+    # included) may take; also PostgreSQL's statement_timeout. 0: no limit.
+    db_statement_timeout: timedelta = field(
+        default=timedelta(seconds=3), metadata=_env("IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS")
+    )
     shutdown_grace: timedelta = field(
         default=timedelta(seconds=10), metadata=_env("IDENTITY_SHUTDOWN_GRACE_SECONDS")
     )

@@ -99,6 +99,8 @@ async def build_services(
         max_size=settings.db_pool_max,
         timeout=settings.db_timeout.total_seconds(),
         observer=observer,
+        connect_timeout=settings.db_connect_timeout.total_seconds(),
+        statement_timeout=settings.db_statement_timeout.total_seconds(),
     )
     await db.open()
     redis = RedisStore(settings.redis_url, settings.redis_prefix, observer)

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from identity.api.auth_servicer import AuthServicer
+from identity.api.drain import Drain
 from identity.api.interceptor import RPC_OUTCOMES, ErrorMappingInterceptor
 from identity.api.peer import PeerCertificates
 from identity.api.rbac_servicer import RbacServicer
@@ -24,6 +25,7 @@ from identity.api.reflection import enable_reflection
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
+from identity.domain.errors import DomainError
 from identity.observability import Telemetry
 from identity.services.partitions import run_periodic_ensure
 from identity.tls import add_port
@@ -38,6 +40,22 @@ SERVICE_NAMES = (
 HEALTH_INTERVAL_SECONDS = 2.0
 
 
+# Request metadata (all headers together) is refused by the transport beyond this, always:
+# grpc's default refuses between a soft and a hard limit only at random.
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def transport_limits(max_message_bytes: int) -> list[tuple[str, int]]:
+    """What the transport itself refuses. Messages up to 4x the configured limit reach the
+    interceptor, which answers REQUEST_TOO_LARGE with ErrorInfo; beyond that the transport
+    answers the same status (RESOURCE_EXHAUSTED) without details and without buffering them."""
+    return [
+        ("grpc.max_receive_message_length", 4 * max_message_bytes),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ]
+
+
 class RunningServer:
     def __init__(
         self,
@@ -45,8 +63,10 @@ class RunningServer:
         services: Services,
         health_servicer: health.aio.HealthServicer,
         port: int,
+        drain: Drain,
         admitted: bool = True,
     ):
+        self.drain = drain
         self.server = server
         self.services = services
         self.health = health_servicer
@@ -81,14 +101,18 @@ class RunningServer:
         self._partition_task = asyncio.create_task(run_periodic_ensure(self.services.partitions, interval))
 
     async def stop(self, grace: float) -> None:
+        """Health NOT_SERVING at once; calls already taken finish (up to `grace`), new ones
+        are refused UNAVAILABLE (api/drain.py); then the transport and the pools close."""
+        await self.health.enter_graceful_shutdown()
         for task in (self._health_task, self._partition_task):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Still answering while the balancer sees NOT_SERVING (IDENTITY_SHUTDOWN_DELAY_SECONDS).
         await asyncio.sleep(self.services.settings.shutdown_delay.total_seconds())
-        await self.server.stop(grace)
+        left = await self.drain.drain(grace)
+        await self.server.stop(left)
         if self.telemetry is not None:
             await self.telemetry.stop()
         authz = self.services.authz
@@ -161,16 +185,21 @@ async def _start(
     await ensure_partitions(services)
     # The permission cache's lease: checks are answered from memory only while it holds.
     await services.rbac_sync.start()
+    interceptor = ErrorMappingInterceptor(services.observer, max_message_bytes=settings.max_message_bytes)
     server = grpc.aio.server(
-        interceptors=[*telemetry.interceptors(), ErrorMappingInterceptor(services.observer)],
+        interceptors=[*telemetry.interceptors(), interceptor],
         options=[
             # Off unless asked for: without this, two servers can silently share one port.
             ("grpc.so_reuseport", 1 if settings.grpc_reuseport else 0),
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            *transport_limits(settings.max_message_bytes),
         ],
     )
     add_servicers(server, services)
     health_servicer = health.aio.HealthServicer()
+    # NOT_SERVING until the first check has seen both backends answer (the servicer's own
+    # default for "" is SERVING).
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -181,7 +210,7 @@ async def _start(
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
     await telemetry.start(services)  # before serving: a metrics port that is taken fails the start
     await server.start()
-    running = RunningServer(server, services, health_servicer, port, admitted)
+    running = RunningServer(server, services, health_servicer, port, interceptor.drain, admitted)
     running.telemetry = telemetry
     running.start_health()
     running.start_partition_maintenance()
@@ -193,8 +222,13 @@ async def _start(
     return running
 
 
-async def serve(settings: Settings, services: Services | None = None) -> None:
-    running = await start_server(settings, services)
+async def serve(settings: Settings) -> None:
+    try:
+        running = await start_server(settings)
+    except DomainError as error:
+        # A database or Redis that does not answer at start-up: one JSON line, no traceback.
+        log.error("startup_failed", reason=error.reason.value, cause=type(error.__cause__).__name__)
+        raise SystemExit(1) from None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

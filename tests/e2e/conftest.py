@@ -130,6 +130,7 @@ def start_server_process(
     *,
     expect_serving: bool = True,
     credentials: grpc.ChannelCredentials | None = None,
+    start_timeout: float = 20.0,
     **extra_env: str,
 ) -> ServerProcess:
     """`identity serve` on a free port; ``credentials`` to reach it when it speaks TLS."""
@@ -150,6 +151,7 @@ def start_server_process(
         wait_for(
             lambda: process.poll() is not None or health_status(port, credentials=credentials) in wanted,
             "identity serve to answer health checks",
+            timeout=start_timeout,
         )
     except TimeoutError:
         server.stop()

@@ -100,6 +100,8 @@ async def test_users_unlock_resets_the_failed_login_counter(auth, services, data
             await auth.Login(auth_pb2.LoginRequest(login=login, password="not the password"))
     async with services.db.reader() as uow:
         assert await uow.users.failed_logins(registered.user.id) == 3  # type: ignore[union-attr]
+    shown = await identity_cli(database_url, "users", "status", "--login", login)
+    assert shown.exit_code == 0 and "not locked (3 consecutive failed logins, limit 100)" in shown.output
     result = await identity_cli(database_url, "users", "unlock", "--login", login)
     assert result.exit_code == 0 and f"unlocked {login}" in result.output
     async with services.db.reader() as uow:

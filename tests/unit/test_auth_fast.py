@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections import Counter
 from datetime import timedelta
 
 import jwt
@@ -81,9 +83,83 @@ async def test_the_durable_limit_locks_even_the_right_password(key_ring) -> None
     for _ in range(2):
         with pytest.raises(InvalidCredentials):
             await fast.auth.login("ann", "not the password", CLIENT)
-    with pytest.raises(AccountLocked):
+    with pytest.raises(InvalidCredentials):
         await fast.auth.login("ann", PASSWORD, CLIENT)
     assert fast.db.history(user_id)[-1] == LoginOutcome.LOCKED_OUT
+    async with fast.db.transaction() as uow:
+        await uow.users.unlock(user_id)
+    await fast.auth.login("ann", PASSWORD, CLIENT)
+
+
+async def test_a_locked_account_answers_like_an_unknown_login(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=2)
+    user_id = await _user(fast)
+    for _ in range(2):
+        with pytest.raises(InvalidCredentials):
+            await fast.auth.login("ann", "not the password", CLIENT)
+    before = fast.hasher.verifications
+    with pytest.raises(InvalidCredentials) as locked:
+        await fast.auth.login("ann", PASSWORD, CLIENT)
+    with pytest.raises(InvalidCredentials) as unknown:
+        await fast.auth.login("nobody-here", PASSWORD, CLIENT)
+    assert (type(locked.value), locked.value.reason, locked.value.message) == (
+        type(unknown.value),
+        unknown.value.reason,
+        unknown.value.message,
+    )
+    assert fast.hasher.verifications - before == 2  # a dummy hash each: the same work
+    assert fast.db.history(user_id)[-1] == LoginOutcome.LOCKED_OUT  # the owner is told
+    # A signed-in caller knows the account exists: re-authentication says it is locked.
+    caller = Principal(user_id, uuid.uuid4(), "jti")
+    with pytest.raises(AccountLocked):
+        await fast.account.change_password(
+            caller, PASSWORD, "a brand new passphrase", keep_other_sessions=True, client=CLIENT
+        )
+
+
+async def test_concurrent_correct_logins_never_lock_the_account(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=5, per_account=1000)
+    user_id = await _user(fast)
+    results = await asyncio.gather(
+        *(fast.auth.login("ann", PASSWORD, CLIENT) for _ in range(30)), return_exceptions=True
+    )
+    kinds = Counter(type(r).__name__ for r in results)
+    assert set(kinds) <= {"IssuedTokens", "Throttled"}, kinds
+    assert kinds["IssuedTokens"] >= 5
+    assert all(r.retry_after_seconds >= 1 for r in results if isinstance(r, Throttled))
+    assert LoginOutcome.LOCKED_OUT not in fast.db.history(user_id)
+    async with fast.db.reader() as uow:
+        assert await uow.users.failed_logins(user_id) == 0
+    await fast.auth.login("ann", PASSWORD, CLIENT)  # nothing is held afterwards
+
+
+async def test_parallel_guesses_check_no_more_hashes_than_the_limit(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=5, per_account=1000)
+    user_id = await _user(fast)
+    results = await asyncio.gather(
+        *(fast.auth.login("ann", f"guess number {i}", CLIENT) for i in range(30)), return_exceptions=True
+    )
+    assert fast.hasher.verifications == 5
+    assert Counter(type(r).__name__ for r in results) == Counter({"InvalidCredentials": 5, "Throttled": 25})
+    async with fast.db.reader() as uow:
+        assert await uow.users.failed_logins(user_id) == 5
+    with pytest.raises(InvalidCredentials):  # locked now, the right password included
+        await fast.auth.login("ann", PASSWORD, CLIENT)
+    assert fast.db.history(user_id)[-1] == LoginOutcome.LOCKED_OUT
+
+
+async def test_a_reservation_left_by_a_dead_check_lapses(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=2, per_account=1000)
+    user_id = await _user(fast)
+    async with fast.db.transaction() as uow:  # two checks that never settle (a crashed process)
+        for _ in range(2):
+            await uow.users.reserve_attempt(
+                user_id=user_id, limit=2, now=fast.clock.now(), hold=timedelta(seconds=60)
+            )
+    with pytest.raises(Throttled):
+        await fast.auth.login("ann", PASSWORD, CLIENT)
+    fast.clock.advance(timedelta(seconds=61))
+    await fast.auth.login("ann", PASSWORD, CLIENT)
 
 
 async def test_reauthentication_names_the_field_counts_and_records(fast: FastServices) -> None:

@@ -87,12 +87,23 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_UNIMPLEMENTED: _ErrorReason.ValueType  # 82
     """The method is not implemented by this server (UNIMPLEMENTED)."""
     ERROR_REASON_ROUTE_NOT_FOUND: _ErrorReason.ValueType  # 90
-    """The HTTP gateway's own answers: the request never reached the server."""
+    """The request itself, before any field is read, and the HTTP gateway's own
+    answers. MALFORMED_REQUEST (INVALID_ARGUMENT): the bytes are not a valid
+    message of the method's type (truncated, a bad field number or varint, a
+    string that is not UTF-8), whether sent over gRPC or made by the gateway from
+    a URL. REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): over the documented size
+    limit. The others come from the gateway only: the request never reached the
+    server.
+    """
     ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 91
     ERROR_REASON_REQUEST_TOO_LARGE: _ErrorReason.ValueType  # 92
     ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 93
     ERROR_REASON_ORIGIN_NOT_ALLOWED: _ErrorReason.ValueType  # 94
     ERROR_REASON_GATEWAY_ERROR: _ErrorReason.ValueType  # 95
+    ERROR_REASON_SHUTTING_DOWN: _ErrorReason.ValueType  # 96
+    """UNAVAILABLE: this server process is shutting down and takes no new call;
+    retry (another process, or this service once restarted).
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """ErrorReason is the machine-readable cause of a failed call. It travels in
@@ -166,10 +177,21 @@ ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 81
 ERROR_REASON_UNIMPLEMENTED: ErrorReason.ValueType  # 82
 """The method is not implemented by this server (UNIMPLEMENTED)."""
 ERROR_REASON_ROUTE_NOT_FOUND: ErrorReason.ValueType  # 90
-"""The HTTP gateway's own answers: the request never reached the server."""
+"""The request itself, before any field is read, and the HTTP gateway's own
+answers. MALFORMED_REQUEST (INVALID_ARGUMENT): the bytes are not a valid
+message of the method's type (truncated, a bad field number or varint, a
+string that is not UTF-8), whether sent over gRPC or made by the gateway from
+a URL. REQUEST_TOO_LARGE (RESOURCE_EXHAUSTED): over the documented size
+limit. The others come from the gateway only: the request never reached the
+server.
+"""
 ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 91
 ERROR_REASON_REQUEST_TOO_LARGE: ErrorReason.ValueType  # 92
 ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 93
 ERROR_REASON_ORIGIN_NOT_ALLOWED: ErrorReason.ValueType  # 94
 ERROR_REASON_GATEWAY_ERROR: ErrorReason.ValueType  # 95
+ERROR_REASON_SHUTTING_DOWN: ErrorReason.ValueType  # 96
+"""UNAVAILABLE: this server process is shutting down and takes no new call;
+retry (another process, or this service once restarted).
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

@@ -1,6 +1,12 @@
 """Server interceptor: a request id bound to every log line of a call, one log
 line per call, the single place where exceptions become gRPC statuses, and the
-observer told each call's method, status code and duration (metrics)."""
+observer told each call's method, status code and duration (metrics).
+
+It also guards each method's request deserializer. grpc runs the deserializer before
+any interceptor or servicer code, and a parse error there would reach the client as
+UNKNOWN quoting the parser; the guard instead hands the call a marker, which the
+wrapped method answers INVALID_ARGUMENT (MALFORMED_REQUEST) or, for a message over
+the configured limit, RESOURCE_EXHAUSTED (REQUEST_TOO_LARGE), each with ErrorInfo."""
 
 from __future__ import annotations
 
@@ -16,9 +22,17 @@ from typing import Any, NamedTuple, cast
 
 import grpc
 import structlog
+from google.protobuf.unknown_fields import UnknownFieldSet
 
+from identity.api.drain import Drain
 from identity.api.errors import domain_status, internal_status, unimplemented_status
-from identity.domain.errors import BackendUnavailable, DomainError
+from identity.domain.errors import (
+    BackendUnavailable,
+    DomainError,
+    MalformedRequest,
+    RequestTooLarge,
+    ShuttingDown,
+)
 from identity.domain.observer import NOOP, Observer
 
 log = structlog.get_logger("identity.rpc")
@@ -38,6 +52,43 @@ RPC_OUTCOMES: Counter[str] = Counter()
 _ID_IN_TRAILERS = frozenset({"CheckPermission", "CheckPermissions"})
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+Deserializer = Callable[[bytes], Any]
+
+
+class _Refused:
+    """What the guarded deserializer hands the call instead of a request it refused."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: DomainError) -> None:
+        self.error = error
+
+
+def _has_field_zero(message: Any) -> bool:
+    """upb refuses field number 0 in a message with fields but keeps it as an unknown field
+    in one without any (LogoutRequest): refuse it there too."""
+    descriptor = getattr(message, "DESCRIPTOR", None)
+    if descriptor is None or descriptor.fields:
+        return False
+    unknown = UnknownFieldSet(message)
+    return any(unknown[i].field_number == 0 for i in range(len(unknown)))
+
+
+def guard_deserializer(deserializer: Deserializer | None, max_bytes: int) -> Deserializer:
+    def deserialize(raw: bytes) -> Any:
+        if len(raw) > max_bytes:
+            return _Refused(RequestTooLarge(f"request is larger than {max_bytes} bytes"))
+        if deserializer is None:
+            return raw
+        try:
+            message = deserializer(raw)
+            if raw and _has_field_zero(message):
+                return _Refused(MalformedRequest())
+            return message
+        except Exception:  # DecodeError, and whatever else a parser may raise on hostile bytes
+            return _Refused(MalformedRequest())
+
+    return deserialize
 
 
 def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
@@ -69,11 +120,20 @@ def _with_request_id(status: grpc.Status, request_id: str) -> grpc.Status:
     return cast(grpc.Status, _Status(status.code, status.details, trailers))
 
 
-def _wrap(full_method: str, behavior: Behavior, observer: Observer) -> Behavior:
+def _wrap(full_method: str, behavior: Behavior, observer: Observer, drain: Drain) -> Behavior:
     service, _, method = full_method.lstrip("/").rpartition("/")
     id_in_trailers = method in _ID_IN_TRAILERS
 
     async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if not drain.arrive():
+            observer.rpc_done(service, method, grpc.StatusCode.UNAVAILABLE.name, 0.0)
+            await context.abort_with_status(domain_status(ShuttingDown()))
+        try:
+            return await _handle(request, context)
+        finally:
+            drain.leave()
+
+    async def _handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         request_id = _request_id(context)
         started = time.perf_counter()
         # Each call runs in a task of its own, with its own copy of the context: what is
@@ -88,6 +148,9 @@ def _wrap(full_method: str, behavior: Behavior, observer: Observer) -> Behavior:
                 context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
             else:
                 await context.send_initial_metadata(((_REQUEST_ID_KEY, request_id),))
+            if isinstance(request, _Refused):
+                log.info("request_refused", reason=request.error.reason.value)
+                raise request.error
             return await behavior(request, context)
         except DomainError as error:
             outcome = error.reason
@@ -126,9 +189,28 @@ def _wrap(full_method: str, behavior: Behavior, observer: Observer) -> Behavior:
     return handle
 
 
+def _refusing(behavior: Behavior) -> Behavior:
+    """For methods not ours (health): a refused request still gets its proper status."""
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if isinstance(request, _Refused):
+            await context.abort_with_status(domain_status(request.error))
+        return await behavior(request, context)
+
+    return handle
+
+
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, observer: Observer = NOOP) -> None:
+    def __init__(
+        self,
+        observer: Observer = NOOP,
+        *,
+        max_message_bytes: int = 4 * 1024 * 1024,
+        drain: Drain | None = None,
+    ) -> None:
         self._observer = observer
+        self._max_bytes = max_message_bytes
+        self.drain = drain or Drain()
         # The wrapped handler of each of our methods, made once rather than per call.
         self._wrapped: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
@@ -142,11 +224,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None or not method.startswith("/identity."):
+        if handler is None or handler.unary_unary is None:
             return handler
+        behavior = cast(Behavior, handler.unary_unary)
         wrapped = grpc.unary_unary_rpc_method_handler(
-            _wrap(method, cast(Behavior, handler.unary_unary), self._observer),
-            request_deserializer=handler.request_deserializer,
+            _wrap(method, behavior, self._observer, self.drain)
+            if method.startswith("/identity.")
+            else _refusing(behavior),
+            request_deserializer=guard_deserializer(handler.request_deserializer, self._max_bytes),
             response_serializer=handler.response_serializer,
         )
         self._wrapped[method] = wrapped

@@ -101,6 +101,20 @@ def unlock(login: LoginOpt) -> None:
     with_services(action)
 
 
+@app.command()
+def status(login: LoginOpt) -> None:
+    """Whether an account is locked or disabled (a locked account's logins answer like an unknown login's)."""
+
+    async def action(services: Services) -> None:
+        user, failed = await services.user_admin.failed_logins(login)
+        limit = services.settings.max_failed_logins
+        lock = "locked" if failed >= limit else "not locked"
+        disabled = "disabled" if user.disabled_at is not None else "enabled"
+        typer.echo(f"{user.login}: {disabled}, {lock} ({failed} consecutive failed logins, limit {limit})")
+
+    with_services(action)
+
+
 def _set_disabled(login: str, disabled: bool) -> None:
     async def action(services: Services) -> None:
         user, ended = await services.user_admin.set_disabled(login, disabled=disabled)

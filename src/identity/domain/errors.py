@@ -67,14 +67,15 @@ class Reason(StrEnum):
     BACKEND_UNAVAILABLE = "BACKEND_UNAVAILABLE"
     INTERNAL = "INTERNAL"
     UNIMPLEMENTED = "UNIMPLEMENTED"
-    # The HTTP gateway's own answers (Envoy's local replies): the request never reached a
-    # service, so none of these is raised here; they are listed to keep one catalogue.
-    ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
+    # The request as a whole (answered at the api edge before any service runs, or by the
+    # gateway), and the gateway's own answers (Envoy's local replies: never raised here).
     MALFORMED_REQUEST = "MALFORMED_REQUEST"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    ROUTE_NOT_FOUND = "ROUTE_NOT_FOUND"
     UNSUPPORTED_MEDIA_TYPE = "UNSUPPORTED_MEDIA_TYPE"
     ORIGIN_NOT_ALLOWED = "ORIGIN_NOT_ALLOWED"
     GATEWAY_ERROR = "GATEWAY_ERROR"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
 
 
 class Kind(Enum):
@@ -122,6 +123,23 @@ class InvalidArgument(DomainError):
     def __init__(self, field: str, message: str, *, reason: Reason = Reason.INVALID_FIELD) -> None:
         super().__init__(message, reason=reason)
         self.violations = (FieldViolation(field, message),)
+
+
+class MalformedRequest(DomainError):
+    """The request's bytes are not a message of the method's type. The message is generic:
+    nothing of the parser's complaint (which can quote the input) reaches the client."""
+
+    kind = Kind.INVALID
+    reason = Reason.MALFORMED_REQUEST
+    message = "malformed request"
+
+
+class RequestTooLarge(DomainError):
+    """The request is over the configured size limit (IDENTITY_MAX_MESSAGE_BYTES)."""
+
+    kind = Kind.THROTTLED
+    reason = Reason.REQUEST_TOO_LARGE
+    message = "request is too large"
 
 
 class PageTokenInvalid(InvalidArgument):
@@ -363,3 +381,12 @@ class BackendUnavailable(DomainError):
     kind = Kind.UNAVAILABLE
     reason = Reason.BACKEND_UNAVAILABLE
     message = "service temporarily unavailable"
+
+
+class ShuttingDown(DomainError):
+    """The process is draining after SIGTERM: calls it already took finish, new ones are
+    refused this way (retryable) rather than cancelled."""
+
+    kind = Kind.UNAVAILABLE
+    reason = Reason.SHUTTING_DOWN
+    message = "server is shutting down, retry"

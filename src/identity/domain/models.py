@@ -27,6 +27,15 @@ class Credentials:
 
 
 @dataclass(frozen=True)
+class AttemptSlot:
+    """An account's credentials as a password check found them; `reserved` when the check
+    holds one of the account's slots and may compare the hash."""
+
+    credentials: Credentials
+    reserved: bool
+
+
+@dataclass(frozen=True)
 class ClientInfo:
     """Where a call came from: the IP (trusted hops only) and the user agent."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 ALGORITHM = "RS256"
 MAX_TOKEN_LENGTH = 4096
 _MAX_HEADER_LENGTH = 512
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,9 @@ def encode_access_token(
 
 
 def unverified_kid(token: str) -> str:
-    """Structural checks on an untrusted token; returns its kid (attacker input)."""
-    if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
+    """Structural checks on an untrusted token; returns its kid (attacker input). A token is
+    three base64url segments and nothing else: no whitespace around or inside it."""
+    if not token or len(token) > MAX_TOKEN_LENGTH or not _COMPACT_JWS.fullmatch(token):
         raise TokenRejected()
     header_segment = token.split(".", 1)[0]
     if len(header_segment) > _MAX_HEADER_LENGTH:

@@ -16,6 +16,7 @@ from typing import Any
 
 from identity.domain.clock import Clock
 from identity.security.keyring import (
+    GeneratedKey,
     KeyRingSnapshot,
     PublicKey,
     generate_key,
@@ -59,6 +60,12 @@ class KeyService:
 
     async def ensure_ring(self) -> None:
         """Creates the first active and next keys if the ring is empty (idempotent, safe across processes)."""
+        async with self._db.reader() as uow:
+            if {"active", "next"} <= {key.state for key in await uow.signing_keys.all()}:
+                return
+        # Generated before the transaction: RSA generation is slow and a unit of work is
+        # bounded in time (IDENTITY_DB_STATEMENT_TIMEOUT_SECONDS).
+        spare = [await asyncio.to_thread(generate_key) for _ in range(2)]
         async with self._db.transaction() as uow:
             await uow.signing_keys.lock_ring()
             states = {key.state for key in await uow.signing_keys.all()}
@@ -67,11 +74,12 @@ class KeyService:
                     await uow.signing_keys.promote_next()
                     states.discard("next")
                 else:
-                    await self._insert_new(uow, "active")
+                    await self._insert_new(uow, "active", spare.pop())
             if "next" not in states:
-                await self._insert_new(uow, "next")
+                await self._insert_new(uow, "next", spare.pop())
 
     async def rotate(self) -> RotationResult:
+        spare = [await asyncio.to_thread(generate_key) for _ in range(2)]
         async with self._db.transaction() as uow:
             await uow.signing_keys.lock_ring()
             before = {
@@ -83,13 +91,12 @@ class KeyService:
                 await uow.signing_keys.promote_next()
                 active_kid = before["next"].kid
             else:
-                active_kid = await self._insert_new(uow, "active")
-            next_kid = await self._insert_new(uow, "next")
+                active_kid = await self._insert_new(uow, "active", spare.pop())
+            next_kid = await self._insert_new(uow, "next", spare.pop())
         await self.reload()
         return RotationResult(active_kid, next_kid, retired.kid if retired else None)
 
-    async def _insert_new(self, uow: Any, state: str) -> str:
-        generated = await asyncio.to_thread(generate_key)
+    async def _insert_new(self, uow: Any, state: str, generated: GeneratedKey) -> str:
         sealed = self._box.seal(generated.private_pem, generated.kid)
         await uow.signing_keys.insert(generated.kid, state, sealed, generated.public_jwk)
         return generated.kid

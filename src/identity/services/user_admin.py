@@ -58,6 +58,14 @@ class UserAdminService:
         log.info("account_unlocked", user_id=str(user.id))
         return user
 
+    async def failed_logins(self, login: str) -> tuple[User, int]:
+        """The account and its consecutive failed logins: a login attempt on a locked account
+        answers like an unknown login, so this (and the owner's history) is where it shows."""
+        user = await self.by_login(login)
+        async with self._db.reader() as uow:
+            failed = await uow.users.failed_logins(user.id)
+        return user, failed or 0
+
     async def set_disabled(self, login: str, disabled: bool) -> tuple[User, int]:
         """Disabling ends every session of the account at once (PostgreSQL is the record,
         so it survives losing Redis) and, like any RBAC write, returns only once no server

@@ -1,9 +1,15 @@
 """Redis: only what may be lost (rate-limit windows, caches). Every key carries
-the configured prefix; failures become BackendUnavailable (fail closed)."""
+the configured prefix; failures become BackendUnavailable (fail closed).
+
+A pooled connection that died (Redis restarted) fails its next command; that command
+is retried once at once on a fresh connection, so once Redis answers again no call
+fails for it. redis-py's own default when built from a URL is no retry at all."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from identity.domain.errors import BackendUnavailable
@@ -14,7 +20,11 @@ class RedisStore:
     def __init__(self, url: str, prefix: str, observer: Observer = NOOP) -> None:
         self._observer = observer
         self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, health_check_interval=30
+            url,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=30,
+            retry=Retry(NoBackoff(), retries=1),
         )
         self.prefix = prefix
 
