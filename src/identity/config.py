@@ -160,6 +160,15 @@ class Settings:
     rbac_lease: timedelta = field(default=timedelta(seconds=3), metadata=_env("IDENTITY_RBAC_LEASE_SECONDS"))
     # Users whose effective permissions each process keeps in memory.
     permission_cache_size: int = field(default=100_000, metadata=_env("IDENTITY_PERMISSION_CACHE_SIZE"))
+    # The same for the record of ended sessions (token checks without a PostgreSQL round
+    # trip); also the longest a logout waits for a hung or killed process.
+    session_state_lease: timedelta = field(
+        default=timedelta(seconds=3), metadata=_env("IDENTITY_SESSION_STATE_LEASE_SECONDS")
+    )
+    # How often the revocation feed tells a peer that its copy is current.
+    revocation_feed_heartbeat: timedelta = field(
+        default=timedelta(seconds=1), metadata=_env("IDENTITY_REVOCATION_FEED_HEARTBEAT_SECONDS")
+    )
 
     log_level: str = field(default="info", metadata=_env("IDENTITY_LOG_LEVEL"))
     # "auto": JSON unless stderr is a terminal; "json" or "console" to force.

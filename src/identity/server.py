@@ -18,18 +18,20 @@ from grpc_reflection.v1alpha import reflection
 
 from identity.api.auth_servicer import AuthServicer
 from identity.api.interceptor import ErrorMappingInterceptor
+from identity.api.peer_servicer import PeerServicer
 from identity.api.rbac_servicer import RbacServicer
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
 from identity.services.partitions import run_periodic_ensure
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
+from identity.v1 import auth_pb2, auth_pb2_grpc, peer_pb2, peer_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 log = structlog.get_logger("identity.server")
 
 SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     rbac_pb2.DESCRIPTOR.services_by_name["RbacService"].full_name,
+    peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
 )
 HEALTH_INTERVAL_SECONDS = 2.0
 
@@ -109,6 +111,14 @@ def add_servicers(server: grpc.aio.Server, services: Services) -> None:
     rbac_pb2_grpc.add_RbacServiceServicer_to_server(
         RbacServicer(roles=services.roles, authz=services.authz), server
     )
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(
+        PeerServicer(
+            ended=services.ended_sessions,
+            authz=services.authz,
+            heartbeat=services.settings.revocation_feed_heartbeat,
+        ),
+        server,
+    )
 
 
 async def start_server(
@@ -120,6 +130,8 @@ async def start_server(
     await ensure_partitions(services)
     # The permission cache's lease: checks are answered from memory only while it holds.
     await services.rbac_sync.start()
+    # The same for ended sessions: token checks are answered from memory while it holds.
+    await services.ended_sessions.start()
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         options=[

@@ -6,7 +6,7 @@ Driver failures become BackendUnavailable, so every caller fails closed."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import psycopg
@@ -30,6 +30,9 @@ class Database:
             kwargs={"autocommit": True, "row_factory": dict_row, "connect_timeout": max(1, int(timeout))},
             name="identity",
         )
+        # Called after the commit of a unit of work that ended a session: returns once
+        # every server process refuses that session's tokens (services/ended_sessions.py).
+        self.after_sessions_ended: Callable[[], Awaitable[None]] | None = None
 
     async def open(self) -> None:
         await self._pool.open(wait=False)
@@ -49,11 +52,14 @@ class Database:
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """A read-write unit of work: commits when the block ends, rolls back on error."""
         async with self._connection() as conn:
+            uow = UnitOfWork(conn)
             try:
                 async with conn.transaction():
-                    yield UnitOfWork(conn)
+                    yield uow
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 raise BackendUnavailable() from exc
+        if uow.sessions.ended_any and self.after_sessions_ended is not None:
+            await self.after_sessions_ended()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[UnitOfWork]:
