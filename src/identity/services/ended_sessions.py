@@ -141,7 +141,12 @@ class EndedSessions:
             if row.seq <= self.applied:
                 continue
             ended = EndedSession(
-                row.seq, row.session_id, row.user_id, row.ended_at, row.ended_at + self._tokens_live, row.reason
+                row.seq,
+                row.session_id,
+                row.user_id,
+                row.ended_at,
+                row.ended_at + self._tokens_live,
+                row.reason,
             )
             self._ended[row.session_id] = ended
             self._facts.pop(row.session_id, None)
@@ -170,9 +175,9 @@ class EndedSessions:
                 started = self._clock.monotonic()
                 if listen is None:
                     async with self._db.reader() as uow:
-                        current, renewed = await self._renew_once(uow.session_revocations)
+                        _, renewed = await self._renew_once(uow.session_revocations)
                 else:
-                    current, renewed = await self._renew_once(listen.revocations)
+                    _, renewed = await self._renew_once(listen.revocations)
                 if renewed:
                     self.lease_until = max(self.lease_until, started + self._ttl_seconds - self._margin)
                     self._ready.set()

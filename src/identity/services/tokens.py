@@ -12,9 +12,9 @@ from uuid import UUID
 
 from identity.domain.clock import Clock
 from identity.domain.errors import SessionExpired, SessionRevoked, TokenMissing, TokenRejected
-from identity.services.ended_sessions import EndedSessions, SessionFacts
 from identity.domain.models import Principal, Session
 from identity.security.jwt_codec import AccessClaims, decode_access_token, encode_access_token, unverified_kid
+from identity.services.ended_sessions import EndedSessions, SessionFacts
 from identity.services.keys import KeyService
 from identity.store.database import Database
 
