@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint typecheck gen bench clean
+.PHONY: install run test test-fast lint typecheck gen bench bench-peer clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -39,6 +39,9 @@ gen: install  ## regenerate generated/ from protos/
 
 bench: install  ## CheckPermission against the bare grpc.aio echo ceiling
 	$(PY) scripts/bench/check_permission.py
+
+bench-peer: install  ## identity.peer's verification and ValidateToken against bare PyJWT
+	$(PY) scripts/bench/peer_verify.py
 
 clean:
 	rm -rf build dist .dev *.egg-info

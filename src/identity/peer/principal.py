@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -13,10 +13,19 @@ class PeerPrincipal:
     # RFC 8176: ("pwd",), ("pwd", "otp", "mfa") after a TOTP code, ("pwd", "mfa") after a
     # recovery code.
     amr: tuple[str, ...]
-    # When the user last presented credentials (kept across refreshes).
-    auth_time: datetime | None
-    expires_at: datetime
+    # Unix seconds (the claims as they are; the datetimes below are made when asked for).
+    auth_time_epoch: float | None
+    expires_epoch: float
     token_id: str
+
+    @property
+    def auth_time(self) -> datetime | None:
+        """When the user last presented credentials (kept across refreshes)."""
+        return None if self.auth_time_epoch is None else datetime.fromtimestamp(self.auth_time_epoch, UTC)
+
+    @property
+    def expires_at(self) -> datetime:
+        return datetime.fromtimestamp(self.expires_epoch, UTC)
 
     @property
     def mfa(self) -> bool:

@@ -14,7 +14,6 @@ import enum
 import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -42,10 +41,19 @@ class OnStale(enum.Enum):
     VALIDATE = "validate"
 
 
-def _header(token: str) -> dict[str, Any]:
+# Header segments already seen to be well formed, and their kid: every token signed by one
+# key carries the same header, so the common case skips decoding it (a bounded cache).
+_HEADERS: dict[str, str] = {}
+_MAX_HEADERS = 64
+
+
+def _kid(token: str) -> str:
     if not token or len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise TokenInvalid()
-    segment = token.split(".", 1)[0]
+    segment = token[: token.index(".")]
+    known = _HEADERS.get(segment)
+    if known is not None:
+        return known
     if len(segment) > _MAX_HEADER_LENGTH:
         raise TokenInvalid()
     try:
@@ -54,9 +62,12 @@ def _header(token: str) -> dict[str, Any]:
         raise TokenInvalid() from None
     if not isinstance(header, dict) or header.get("alg") != "RS256" or header.get("typ") != ACCESS_TOKEN_TYPE:
         raise TokenInvalid()
-    if not isinstance(header.get("kid"), str):
+    kid = header.get("kid")
+    if not isinstance(kid, str):
         raise TokenInvalid()
-    return header
+    if len(_HEADERS) < _MAX_HEADERS:
+        _HEADERS[segment] = kid
+    return kid
 
 
 def _number(claims: dict[str, Any], name: str) -> float:
@@ -132,8 +143,7 @@ class TokenVerifier:
     def verify(self, token: str) -> PeerPrincipal:
         """The principal of a token that verifies and whose session has not ended; raises
         TokenInvalid, or PeerUnavailable/FeedStale (refuse the call: UNAVAILABLE)."""
-        header = _header(token)
-        key = self._keys.get(header["kid"])
+        key = self._keys.get(_kid(token))
         if key is None:
             raise TokenInvalid()
         principal = self._decode(token, key)
@@ -162,8 +172,7 @@ class TokenVerifier:
     async def verify_async(self, token: str) -> PeerPrincipal:
         """As `verify`, for an event loop: network work (a JWKS refetch, ValidateToken while
         the feed is stale) runs in a thread, local verification inline."""
-        header = _header(token)
-        key = self._keys.cached(header["kid"])
+        key = self._keys.cached(_kid(token))
         if key is None:
             return await asyncio.to_thread(self.verify, token)
         principal = self._decode(token, key)
@@ -191,8 +200,7 @@ class TokenVerifier:
             raise TokenInvalid("TOKEN_EXPIRED", "access token has expired") from None
         except jwt.PyJWTError:
             raise TokenInvalid() from None
-        now = self._now()
-        if _number(claims, "iat") - self._leeway > now:
+        if _number(claims, "iat") - self._leeway > self._now():
             raise TokenInvalid()
         sub, sid, jti = claims["sub"], claims["sid"], claims["jti"]
         amr = claims.get("amr", [])
@@ -200,14 +208,11 @@ class TokenVerifier:
             isinstance(sub, str) and isinstance(sid, str) and isinstance(jti, str) and isinstance(amr, list)
         ):
             raise TokenInvalid()
-        auth_time = claims.get("auth_time")
         return PeerPrincipal(
             user_id=sub,
             session_id=sid,
             amr=tuple(str(a) for a in amr),
-            auth_time=None
-            if auth_time is None
-            else datetime.fromtimestamp(_number(claims, "auth_time"), UTC),
-            expires_at=datetime.fromtimestamp(_number(claims, "exp"), UTC),
+            auth_time_epoch=_number(claims, "auth_time") if "auth_time" in claims else None,
+            expires_epoch=_number(claims, "exp"),
             token_id=jti,
         )
