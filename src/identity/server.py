@@ -77,6 +77,8 @@ class RunningServer:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        # Feed streams never finish on their own: end them so draining does not wait on them.
+        self.services.ended_sessions.close_feeds()
         await self.server.stop(grace)
         authz = self.services.authz
         log.info("authz_totals", checks=authz.checks, allowed=authz.allowed)

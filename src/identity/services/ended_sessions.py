@@ -109,7 +109,9 @@ class EndedSessions:
         self._ended: dict[UUID, EndedSession] = {}
         self._facts: OrderedDict[UUID, SessionFacts] = OrderedDict()
         self._facts_size = facts_size
-        self._subscribers: set[asyncio.Queue[list[EndedSession]]] = set()
+        # None in a queue ends that feed (shutdown).
+        self._subscribers: set[asyncio.Queue[list[EndedSession] | None]] = set()
+        self._closing = False
         self._loading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -218,6 +220,13 @@ class EndedSessions:
             async with self._db.reader() as uow:
                 await uow.session_revocations.release(self.lease_id)
 
+    def close_feeds(self) -> None:
+        """Ends every feed stream (at shutdown, so that draining does not wait for them;
+        the peers reconnect to another process and resume from their cursors)."""
+        self._closing = True
+        for queue in self._subscribers:
+            queue.put_nowait(None)
+
     async def settle(self) -> None:
         """After the commit of a unit of work that ended sessions: returns once no server
         process can accept a token of them (every live lease has loaded the current
@@ -285,7 +294,9 @@ class EndedSessions:
         new one as it is loaded; a heartbeat every `heartbeat` seconds while the lease is
         valid."""
         await self._ready.wait()
-        queue: asyncio.Queue[list[EndedSession]] = asyncio.Queue()
+        if self._closing:
+            return
+        queue: asyncio.Queue[list[EndedSession] | None] = asyncio.Queue()
         # No await between the snapshot and the registration: nothing falls between them.
         backlog = sorted((e for e in self._ended.values() if e.seq > after), key=lambda e: e.seq)
         self._subscribers.add(queue)
@@ -294,9 +305,12 @@ class EndedSessions:
             yield FeedBatch(backlog, cursor, self._clock.now() if self.trusted() else None)
             while True:
                 try:
-                    batch = await asyncio.wait_for(queue.get(), heartbeat)
+                    received = await asyncio.wait_for(queue.get(), heartbeat)
                 except TimeoutError:
-                    batch = []
+                    received = []
+                if received is None:
+                    return
+                batch = received
                 batch = [e for e in batch if e.seq > after]
                 if batch:
                     cursor = max(cursor, batch[-1].seq)
