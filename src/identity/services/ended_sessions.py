@@ -53,6 +53,8 @@ _STALE_LEASE_RETENTION = timedelta(hours=1)
 # Revocations are kept in memory (and in PostgreSQL) this long past the moment their
 # tokens stop verifying, for clock differences between hosts.
 _RETENTION_MARGIN = timedelta(minutes=5)
+# How often the in-memory record drops what no token can need any more (a full scan).
+_PRUNE_EVERY = 30.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +279,7 @@ class EndedSessions:
 
     async def _follow(self, connection: SessionListenConnection) -> None:
         next_renewal = self._clock.monotonic() + self._renew_every
+        next_prune = self._clock.monotonic() + _PRUNE_EVERY
         while True:
             latest = await connection.next_seq(next_renewal - self._clock.monotonic())
             if latest is None and self._clock.monotonic() < next_renewal:
@@ -284,7 +287,9 @@ class EndedSessions:
             if latest is not None and latest <= self.applied:
                 continue
             await self._renew(connection)
-            self._prune_memory()
+            if self._clock.monotonic() >= next_prune:
+                self._prune_memory()
+                next_prune = self._clock.monotonic() + _PRUNE_EVERY
             next_renewal = self._clock.monotonic() + self._renew_every
 
     # -- the feed ---------------------------------------------------------------------
