@@ -7,37 +7,19 @@ feed cannot vouch for it) and makes the principal available to the method;
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
-from contextvars import ContextVar
 from typing import Any, TypeVar, cast
 
 import grpc
 
+from identity.peer.context import HEALTH_METHODS, bearer, permissions_var, principal_var
 from identity.peer.errors import IdentityError, PeerUnavailable, TokenInvalid
-from identity.peer.permissions import AsyncPermissionClient
-from identity.peer.principal import PeerPrincipal
+from identity.peer.permissions import AsyncPermissionClient, PermissionClient
 from identity.peer.verifier import TokenVerifier
 
-_principal: ContextVar[PeerPrincipal | None] = ContextVar("identity_peer_principal", default=None)
-_permissions: ContextVar[AsyncPermissionClient | None] = ContextVar("identity_peer_permissions", default=None)
-
 Context = grpc.aio.ServicerContext[Any, Any]
-Method = TypeVar("Method", bound=Callable[..., Awaitable[Any]])
-
-
-def current_principal() -> PeerPrincipal:
-    """The verified caller of the current RPC (inside a method behind PeerAuthInterceptor)."""
-    principal = _principal.get()
-    if principal is None:
-        raise LookupError("no verified caller: is PeerAuthInterceptor installed on this server?")
-    return principal
-
-
-def _bearer(context: Context) -> str | None:
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str) and value[:7].lower() == "bearer ":
-            return value[7:].strip()
-    return None
+Method = TypeVar("Method", bound=Callable[..., Any])
 
 
 class PeerAuthInterceptor(grpc.aio.ServerInterceptor):
@@ -46,14 +28,14 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):
         verifier: TokenVerifier,
         permissions: AsyncPermissionClient | None = None,
         *,
-        public_methods: Collection[str] = ("/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"),
+        public_methods: Collection[str] = HEALTH_METHODS,
     ) -> None:
         self._verifier = verifier
         self._permissions = permissions
         self._public = frozenset(public_methods)
 
     async def _authenticate(self, context: Context) -> None:
-        token = _bearer(context)
+        token = bearer(context.invocation_metadata())
         if not token:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "an access token is required")
         try:
@@ -62,8 +44,9 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"access token refused: {refused.reason}")
         except PeerUnavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "cannot verify the access token now")
-        _principal.set(principal)
-        _permissions.set(self._permissions)
+        # Each call runs in a task of its own: what is set here dies with the call.
+        principal_var.set(principal)
+        permissions_var.set(self._permissions)
 
     async def intercept_service(
         self,
@@ -79,7 +62,6 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):
             behavior = cast(Callable[[Any, Context], Awaitable[Any]], handler.unary_unary)
 
             async def unary(request: Any, context: Context) -> Any:
-                # Each call runs in a task of its own: what is set here dies with the call.
                 await self._authenticate(context)
                 return await behavior(request, context)
 
@@ -106,14 +88,18 @@ class PeerAuthInterceptor(grpc.aio.ServerInterceptor):
 
 
 def require_permission(permission: str) -> Callable[[Method], Method]:
-    """Decorates an async servicer method: the caller's user must hold `permission`."""
+    """Decorates a servicer method (async behind PeerAuthInterceptor, or sync behind
+    SyncPeerAuthInterceptor): the caller's user must hold `permission`."""
 
     def decorate(method: Method) -> Method:
+        if not inspect.iscoroutinefunction(method):
+            return _sync_guard(method, permission)
+
         @functools.wraps(method)
         async def guarded(self: Any, request: Any, context: Context) -> Any:
-            principal, client = _principal.get(), _permissions.get()
-            if principal is None or client is None:
-                # Misconfigured (no interceptor, or one without a PermissionClient): deny.
+            principal, client = principal_var.get(), permissions_var.get()
+            if principal is None or not isinstance(client, AsyncPermissionClient):
+                # Misconfigured (no interceptor, or one without an AsyncPermissionClient): deny.
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "an access token is required")
             try:
                 decision = await client.check(principal.user_id, permission)
@@ -128,3 +114,22 @@ def require_permission(permission: str) -> Callable[[Method], Method]:
         return cast(Method, guarded)
 
     return decorate
+
+
+def _sync_guard(method: Method, permission: str) -> Method:
+    @functools.wraps(method)
+    def guarded(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        principal, client = principal_var.get(), permissions_var.get()
+        if principal is None or not isinstance(client, PermissionClient):
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "an access token is required")
+        try:
+            decision = client.check(principal.user_id, permission)
+        except PeerUnavailable:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "cannot check permissions now")
+        except IdentityError:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{permission} is required")
+        if not decision.allowed:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{permission} is required")
+        return method(self, request, context)
+
+    return cast(Method, guarded)
