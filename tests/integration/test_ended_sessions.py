@@ -113,3 +113,32 @@ async def test_the_feed_resumes_exactly_from_a_cursor(auth, server) -> None:
     assert [str(e.session_id) for e in batch.sessions] == [second.session_id]
     assert all(e.seq > cursor for e in batch.sessions)
     await resumed.aclose()
+
+
+async def test_every_ending_path_is_in_the_feed_with_its_reason(auth, server, services) -> None:
+    """Whatever ends a session lands in the record (a trigger on the sessions table), with
+    the reason and until when its tokens could verify."""
+    ended = server.services.ended_sessions
+    await _trusted(server)
+    feed = ended.subscribe(ended.applied, heartbeat=0.1)
+    await anext(feed)
+    mfa_reset = await register_and_login(auth)
+    await services.mfa.reset_for_login(mfa_reset.login)
+    disabled = await register_and_login(auth)
+    await services.user_admin.set_disabled(disabled.login, True)
+    ours = {mfa_reset.session_id, disabled.session_id}
+    reasons: dict[str, str] = {}
+    while not ours <= reasons.keys():
+        batch = await anext(feed)
+        for entry in batch.sessions:
+            reasons[str(entry.session_id)] = entry.reason
+            assert entry.tokens_valid_until == entry.ended_at + server.services.settings.access_token_ttl + (
+                server.services.settings.clock_skew
+            )
+    await feed.aclose()
+    assert {s: reasons[s] for s in ours} == {
+        mfa_reset.session_id: "mfa_reset",
+        disabled.session_id: "account_disabled",
+    }
+    for account in (mfa_reset, disabled):
+        assert not (await _validate(auth, account.access_token)).valid
