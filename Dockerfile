@@ -15,7 +15,7 @@ COPY migrations ./migrations
 # Outside a source checkout the gateway looks for the descriptor set next to its
 # Envoy template (identity/deploy/), so it rides along in the package.
 RUN cp generated/identity_descriptor.pb src/identity/deploy/identity_descriptor.pb \
- && pip install --no-cache-dir ".[gateway]" \
+ && pip install --no-cache-dir ".[server,gateway]" \
  && cd / && rm -rf /build
 
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin identity \

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint typecheck gen bench bench-check clean
+.PHONY: install run test test-fast lint typecheck gen bench bench-check bench-peer clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -42,6 +42,9 @@ bench: install  ## every RPC against its ceiling, measured in the same run (JSON
 
 bench-check: install  ## CheckPermission against the echo ceiling, p99 at half its rate (BENCH_ARGS=--metrics: metrics on vs off)
 	$(PY) scripts/bench/check_permission.py $(BENCH_ARGS)
+
+bench-peer: install  ## identity.peer's verification and ValidateToken against bare PyJWT
+	$(PY) scripts/bench/peer_verify.py
 
 clean:
 	rm -rf build dist .dev *.egg-info

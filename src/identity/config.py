@@ -207,6 +207,15 @@ class Settings:
     rbac_lease: timedelta = field(default=timedelta(seconds=3), metadata=_env("IDENTITY_RBAC_LEASE_SECONDS"))
     # Users whose effective permissions each process keeps in memory.
     permission_cache_size: int = field(default=100_000, metadata=_env("IDENTITY_PERMISSION_CACHE_SIZE"))
+    # The same for the record of ended sessions (token checks without a PostgreSQL round
+    # trip); also the longest a logout waits for a hung or killed process.
+    session_state_lease: timedelta = field(
+        default=timedelta(seconds=3), metadata=_env("IDENTITY_SESSION_STATE_LEASE_SECONDS")
+    )
+    # How often the revocation feed tells a peer that its copy is current.
+    revocation_feed_heartbeat: timedelta = field(
+        default=timedelta(seconds=1), metadata=_env("IDENTITY_REVOCATION_FEED_HEARTBEAT_SECONDS")
+    )
 
     # HOST:PORT of the Prometheus metrics listener (GET /metrics); empty: no metrics.
     metrics_listen: str = field(default="", metadata=_env("IDENTITY_METRICS_LISTEN"))

@@ -17,6 +17,7 @@ from identity.services.auth import AuthService
 from identity.services.authz import AuthzService
 from identity.services.authz_sync import RbacSync
 from identity.services.credentials import CredentialCheck
+from identity.services.ended_sessions import EndedSessions
 from identity.services.history import HistoryService
 from identity.services.keys import KeyService
 from identity.services.mfa import MfaService
@@ -35,6 +36,7 @@ from identity.services.user_admin import UserAdminService
 from identity.store.database import Database
 from identity.store.rbac_channel import RbacChannel
 from identity.store.redis import RedisStore
+from identity.store.session_revocations import SessionChannel
 
 
 @dataclass
@@ -59,10 +61,12 @@ class Services:
     user_admin: UserAdminService
     mfa: MfaService
     mfa_login: MfaLogin
+    ended_sessions: EndedSessions
     observer: Observer = NOOP
 
     async def close(self) -> None:
-        # Before the pool closes: the lease row is released through it.
+        # Before the pool closes: the lease rows are released through it.
+        await self.ended_sessions.stop()
         await self.rbac_sync.stop()
         await self.db.close()
         await self.redis.close()
@@ -120,7 +124,16 @@ async def build_services(
         session_absolute_ttl=settings.session_absolute_ttl,
         session_idle_ttl=settings.session_idle_ttl,
     )
-    tokens = TokenService(db, keys, policy, clock)
+    ended_sessions = EndedSessions(
+        db,
+        SessionChannel(settings.database_url, connect_timeout=settings.db_timeout.total_seconds()),
+        clock,
+        lease_ttl=settings.session_state_lease,
+        tokens_live=settings.access_token_ttl + settings.clock_skew,
+    )
+    # Every unit of work that ends a session returns only once all processes refuse it.
+    db.after_sessions_ended = ended_sessions.settle
+    tokens = TokenService(db, keys, policy, clock, ended=ended_sessions)
     throttle = LoginThrottle(
         redis,
         per_account=settings.login_attempts_per_account,
@@ -186,5 +199,6 @@ async def build_services(
         user_admin=UserAdminService(db, hasher, permission_cache, rbac_sync),
         mfa=MfaService(db, credentials, second_factor, policy, clock),
         mfa_login=MfaLogin(db, auth, second_factor, clock, observer),
+        ended_sessions=ended_sessions,
         observer=observer,
     )

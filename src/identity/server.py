@@ -20,6 +20,7 @@ from identity.api.auth_servicer import AuthServicer
 from identity.api.drain import Drain
 from identity.api.interceptor import RPC_OUTCOMES, ErrorMappingInterceptor
 from identity.api.peer import PeerCertificates
+from identity.api.peer_servicer import PeerServicer
 from identity.api.rbac_servicer import RbacServicer
 from identity.api.reflection import enable_reflection
 from identity.config import Settings
@@ -29,13 +30,14 @@ from identity.domain.errors import DomainError
 from identity.observability import Telemetry
 from identity.services.partitions import run_periodic_ensure
 from identity.tls import add_port
-from identity.v1 import auth_pb2, auth_pb2_grpc, rbac_pb2, rbac_pb2_grpc
+from identity.v1 import auth_pb2, auth_pb2_grpc, peer_pb2, peer_pb2_grpc, rbac_pb2, rbac_pb2_grpc
 
 log = structlog.get_logger("identity.server")
 
 SERVICE_NAMES = (
     auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name,
     rbac_pb2.DESCRIPTOR.services_by_name["RbacService"].full_name,
+    peer_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
 )
 HEALTH_INTERVAL_SECONDS = 2.0
 
@@ -111,6 +113,8 @@ class RunningServer:
                     await task
         # Still answering while the balancer sees NOT_SERVING (IDENTITY_SHUTDOWN_DELAY_SECONDS).
         await asyncio.sleep(self.services.settings.shutdown_delay.total_seconds())
+        # Feed streams never finish on their own: end them so draining does not wait on them.
+        self.services.ended_sessions.close_feeds()
         left = await self.drain.drain(grace)
         await self.server.stop(left)
         if self.telemetry is not None:
@@ -152,6 +156,14 @@ def add_servicers(server: grpc.aio.Server, services: Services) -> None:
         ),
         server,
     )
+    peer_pb2_grpc.add_PeerServiceServicer_to_server(
+        PeerServicer(
+            ended=services.ended_sessions,
+            authz=services.authz,
+            heartbeat=services.settings.revocation_feed_heartbeat,
+        ),
+        server,
+    )
 
 
 async def start_server(
@@ -185,6 +197,8 @@ async def _start(
     await ensure_partitions(services)
     # The permission cache's lease: checks are answered from memory only while it holds.
     await services.rbac_sync.start()
+    # The same for ended sessions: token checks are answered from memory while it holds.
+    await services.ended_sessions.start()
     interceptor = ErrorMappingInterceptor(services.observer, max_message_bytes=settings.max_message_bytes)
     server = grpc.aio.server(
         interceptors=[*telemetry.interceptors(), interceptor],

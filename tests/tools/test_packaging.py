@@ -39,6 +39,18 @@ def test_wheel_imports_generated_code_and_ships_data(tmp_path: Path) -> None:
     assert "identity/v1/auth_pb2.py" in names
     assert "identity/v1/auth_pb2.pyi" in names
     assert "identity/migrations/versions/0001_initial_schema.py" in names
+    assert "identity/peer/verifier.py" in names
+
+    # `pip install identity[peer]` brings only what identity.peer imports.
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [
+        line.split(":", 1)[1].strip()
+        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    base = sorted(r.split(">")[0].split("[")[0] for r in requires if "extra ==" not in r)
+    assert base == ["cryptography", "googleapis-common-protos", "grpcio", "protobuf", "pyjwt"]
+    assert "Provides-Extra: peer" in zipfile.ZipFile(wheel).read(metadata).decode()
 
     # A bare environment holding the wheel; dependencies come from this venv's
     # site-packages through a plain path entry (so its editable finder is not loaded).

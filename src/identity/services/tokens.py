@@ -15,6 +15,7 @@ from identity.domain.clock import Clock
 from identity.domain.errors import SessionExpired, SessionRevoked, TokenMissing, TokenRejected
 from identity.domain.models import Principal, Session
 from identity.security.jwt_codec import AccessClaims, decode_access_token, encode_access_token, unverified_kid
+from identity.services.ended_sessions import EndedSessions, SessionFacts
 from identity.services.keys import KeyService
 from identity.store.database import Database
 
@@ -47,11 +48,24 @@ def check_session_live(
 
 
 class TokenService:
-    def __init__(self, db: Database, keys: KeyService, policy: TokenPolicy, clock: Clock) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: KeyService,
+        policy: TokenPolicy,
+        clock: Clock,
+        *,
+        ended: EndedSessions | None = None,
+    ) -> None:
         self._db = db
         self._keys = keys
         self._clock = clock
         self.policy = policy
+        self._ended = ended
+        # A token issued at a refresh expires (plus skew) before its session goes idle,
+        # so a token that verifies says the session is not idle: the idle check needs
+        # the row only when the idle lifetime is shorter than that.
+        self._idle_implied = policy.session_idle_ttl >= policy.access_ttl + 2 * policy.clock_skew
 
     async def issue_access_token(
         self,
@@ -97,9 +111,25 @@ class TokenService:
     async def validate(self, token: str) -> AccessClaims:
         """The claims of a token that verifies and whose session is live (ValidateToken)."""
         claims = await self.verify_signature_and_claims(token)
+        now = self._clock.now()
+        ended = self._ended
+        if ended is not None and ended.trusted():
+            # Exact while the lease holds: every session ended before this call began is
+            # in memory (services/ended_sessions.py).
+            if ended.is_ended(claims.session_id):
+                raise SessionRevoked()
+            facts = ended.facts(claims.session_id)
+            if facts is not None and self._idle_implied:
+                if facts.user_id != claims.subject:
+                    raise TokenRejected()
+                if facts.expires_at <= now:
+                    raise SessionExpired("session reached its maximum lifetime, log in again")
+                return claims
         async with self._db.reader() as uow:
             session = await uow.sessions.get(claims.session_id)
-        check_session_live(session, claims.subject, self.policy, self._clock.now())
+        live = check_session_live(session, claims.subject, self.policy, now)
+        if ended is not None:
+            ended.remember(live.id, SessionFacts(live.user_id, live.expires_at))
         return claims
 
     async def authenticate(self, token: str | None) -> Principal:

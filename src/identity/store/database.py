@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -94,6 +94,9 @@ class Database:
         )
         self._down = False
         self._probe: asyncio.Task[None] | None = None
+        # Called after the commit of a unit of work that ended a session: returns once
+        # every server process refuses that session's tokens (services/ended_sessions.py).
+        self.after_sessions_ended: Callable[[], Awaitable[None]] | None = None
 
     @property
     def known_down(self) -> bool:
@@ -149,8 +152,12 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[UnitOfWork]:
         """A read-write unit of work: commits when the block ends, rolls back on error."""
-        async with self._connection() as conn, conn.transaction():
-            yield UnitOfWork(conn)
+        async with self._connection() as conn:
+            uow = UnitOfWork(conn)
+            async with conn.transaction():
+                yield uow
+        if uow.sessions.ended_any and self.after_sessions_ended is not None:
+            await self.after_sessions_ended()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[UnitOfWork]:

@@ -13,7 +13,7 @@ from identity.store.rbac_leases import RbacLeaseRepository
 from identity.store.recovery_codes import RecoveryCodeRepository
 from identity.store.roles import RoleRepository
 from identity.store.service_keys import ServiceKeyRepository
-from identity.store.sessions import SessionRepository
+from identity.store.session_revocations import FeedingSessionRepository, SessionRevocationRepository
 from identity.store.totp_factors import TotpFactorRepository
 from identity.store.user_overview import UserOverviewRepository
 from identity.store.users import UserRepository
@@ -27,7 +27,8 @@ class UnitOfWork:
         self.conn = conn
         self.users = UserRepository(conn)
         self.user_overview = UserOverviewRepository(conn)
-        self.sessions = SessionRepository(conn)
+        self.sessions = FeedingSessionRepository(conn)
+        self.session_revocations = SessionRevocationRepository(conn)
         self.login_history = LoginHistoryRepository(conn)
         self.partitions = PartitionRepository(conn)
         self.signing_keys = SigningKeyRepository(conn)
