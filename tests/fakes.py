@@ -11,15 +11,17 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from identity.domain.clock import SteppedClock
 from identity.domain.errors import LoginTaken
 from identity.domain.models import Credentials, LoginEvent, LoginOutcome, Session, User
 from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
+from identity.domain.permissions import GrantRow, Role, RoleAssignment, RoleName, ServiceKey
 from identity.security.passwords import PasswordHasher
 from identity.store.keys import StoredKey
+from identity.store.roles import GrantSnapshot
 from identity.store.sessions import RefreshTokenState
 
 
@@ -45,6 +47,22 @@ class State:
     # (owner, event): the events are records without a user id.
     history: list[tuple[uuid.UUID | None, LoginEvent]] = field(default_factory=list)
     keys: dict[str, StoredKey] = field(default_factory=dict)
+    rbac: RbacState = field(default_factory=lambda: RbacState())
+
+
+@dataclass
+class RbacState:
+    """Roles, assignments, service keys and leases; `version` is rbac_version, bumped by
+    every write as the triggers of migration 0003 bump it."""
+
+    version: int = 1
+    roles: dict[uuid.UUID, Role] = field(default_factory=dict)
+    # (user, role) -> expiry
+    assignments: dict[tuple[uuid.UUID, uuid.UUID], datetime | None] = field(default_factory=dict)
+    service_keys: dict[bytes, ServiceKey] = field(default_factory=dict)
+    # lease id -> (acked version, expires at by the clock's monotonic reading)
+    leases: dict[uuid.UUID, tuple[int, float]] = field(default_factory=dict)
+    snapshots: int = 0
 
 
 class FakeUsers:
@@ -262,33 +280,161 @@ class FakeSigningKeys:
         return False
 
 
-class FakeUnitOfWork:
+class FakeRoles:
+    """RoleRepository over RbacState: what the escalation rule and the permission cache read."""
+
     def __init__(self, state: State) -> None:
+        self._s = state
+        self._r = state.rbac
+
+    def _bump(self) -> None:
+        self._r.version += 1
+
+    async def lock_for_write(self) -> int:
+        return self._r.version
+
+    async def version(self) -> int:
+        return self._r.version
+
+    async def get(self, role_id: uuid.UUID) -> Role | None:
+        return self._r.roles.get(role_id)
+
+    async def get_by_name(self, canonical: str) -> Role | None:
+        return next((r for r in self._r.roles.values() if r.name_canonical == canonical), None)
+
+    async def insert(self, role_id: uuid.UUID, name: RoleName, description: str) -> None:
+        now = datetime.now().astimezone()
+        self._r.roles[role_id] = Role(role_id, name.display, name.canonical, description, (), False, now, now)
+        self._bump()
+
+    async def update(self, role_id: uuid.UUID, name: RoleName | None, description: str | None) -> None:
+        role = self._r.roles[role_id]
+        if name is not None:
+            role = replace(role, name=name.display, name_canonical=name.canonical)
+        if description is not None:
+            role = replace(role, description=description)
+        self._r.roles[role_id] = role
+        self._bump()
+
+    async def set_permissions(self, role_id: uuid.UUID, names: frozenset[str]) -> None:
+        self._r.roles[role_id] = replace(self._r.roles[role_id], permissions=tuple(sorted(names)))
+        self._bump()
+
+    async def prune_catalogue(self) -> None:
+        return None
+
+    async def delete(self, role_id: uuid.UUID) -> bool:
+        self._r.assignments = {k: v for k, v in self._r.assignments.items() if k[1] != role_id}
+        self._bump()
+        return self._r.roles.pop(role_id, None) is not None
+
+    async def live_assignment_count(self, role_id: uuid.UUID, now: datetime) -> int:
+        return sum(1 for (_, r), e in self._r.assignments.items() if r == role_id and (e is None or e > now))
+
+    async def assign(
+        self, user_id: uuid.UUID, role_id: uuid.UUID, expires_at: datetime | None, by: uuid.UUID | None
+    ) -> RoleAssignment:
+        self._r.assignments[(user_id, role_id)] = expires_at
+        self._bump()
+        role = self._r.roles[role_id]
+        return RoleAssignment(user_id, role_id, role.name, expires_at, datetime.now().astimezone())
+
+    async def revoke(self, user_id: uuid.UUID, role_id: uuid.UUID) -> bool:
+        self._bump()
+        return self._r.assignments.pop((user_id, role_id), "absent") != "absent"
+
+    async def grant_snapshot(self, user_id: uuid.UUID, as_of: datetime) -> GrantSnapshot:
+        self._r.snapshots += 1
+        row = self._s.users.get(user_id)
+        rows: list[GrantRow] = []
+        for (user, role_id), expires_at in self._r.assignments.items():
+            if user != user_id:
+                continue
+            role = self._r.roles[role_id]
+            rows += [GrantRow(role.name, expires_at, p) for p in role.permissions] or [
+                GrantRow(role.name, expires_at, None)
+            ]
+        disabled = row is not None and row.user.disabled_at is not None
+        return GrantSnapshot(self._r.version, as_of, row is not None, disabled, rows)
+
+    async def catalogue(self) -> tuple[int, frozenset[str]]:
+        return self._r.version, frozenset(p for r in self._r.roles.values() for p in r.permissions)
+
+
+class FakeServiceKeys:
+    def __init__(self, state: State) -> None:
+        self._r = state.rbac
+
+    async def find_live(self, key_hash: bytes) -> tuple[int, ServiceKey | None]:
+        key = self._r.service_keys.get(key_hash)
+        return self._r.version, key if key is not None and key.revoked_at is None else None
+
+
+class FakeLeases:
+    """RbacLeaseRepository: a renewal commits only with the current version applied;
+    expiry on the clock's monotonic reading (PostgreSQL's clock in the real one)."""
+
+    def __init__(self, state: State, clock: SteppedClock | None) -> None:
+        self._r = state.rbac
+        self._clock = clock or SteppedClock()
+
+    async def renew(
+        self, lease_id: uuid.UUID, applied_version: int, ttl: timedelta, host: str, pid: int
+    ) -> tuple[int, bool]:
+        if self._r.version > applied_version:
+            return self._r.version, False
+        self._r.leases[lease_id] = (applied_version, self._clock.monotonic() + ttl.total_seconds())
+        return self._r.version, True
+
+    async def pending(self, version: int) -> int:
+        now = self._clock.monotonic()
+        return sum(1 for acked, until in self._r.leases.values() if acked < version and until > now)
+
+    async def release(self, lease_id: uuid.UUID) -> None:
+        self._r.leases.pop(lease_id, None)
+
+    async def prune(self, older_than: timedelta) -> None:
+        now = self._clock.monotonic()
+        self._r.leases = {k: v for k, v in self._r.leases.items() if v[1] >= now - older_than.total_seconds()}
+
+
+class FakeUnitOfWork:
+    def __init__(self, state: State, clock: SteppedClock | None = None) -> None:
         self.state = state
         self.users = FakeUsers(state)
         self.sessions = FakeSessions(state)
         self.login_history = FakeHistory(state)
         self.signing_keys = FakeSigningKeys(state)
+        self.roles = FakeRoles(state)
+        self.service_keys = FakeServiceKeys(state)
+        self.rbac_leases = FakeLeases(state, clock)
 
 
 class FakeDatabase:
     """Database's interface over one in-memory State."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: SteppedClock | None = None) -> None:
         self.state = State()
         self.transactions = 0
+        self.clock = clock
+        # Set to an exception to make every unit of work fail as a lost database would.
+        self.failure: BaseException | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
+        if self.failure is not None:
+            raise self.failure
         # Work on a copy; it becomes the state only if the block completes.
         working = copy.deepcopy(self.state)
-        yield FakeUnitOfWork(working)
+        yield FakeUnitOfWork(working, self.clock)
         self.state.__dict__.update(working.__dict__)
         self.transactions += 1
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[FakeUnitOfWork]:
-        yield FakeUnitOfWork(self.state)
+        if self.failure is not None:
+            raise self.failure
+        yield FakeUnitOfWork(self.state, self.clock)
 
     def history(self, user_id: uuid.UUID | None) -> list[LoginOutcome]:
         return [e.outcome for e in FakeHistory(self.state).of(user_id)]
@@ -341,8 +487,27 @@ class FastServices:
     account: Any
 
 
+class FrozenClock(SteppedClock):
+    """A clock that moves only when stepped, for tests at an exact boundary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._base = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._base + self.offset
+
+    def monotonic(self) -> float:
+        return 1000.0 + self.offset.total_seconds()
+
+
 def fast_services(
-    keys: dict[str, StoredKey], *, max_failed_logins: int = 5, per_account: int = 10, **policy: Any
+    keys: dict[str, StoredKey],
+    *,
+    max_failed_logins: int = 5,
+    per_account: int = 10,
+    clock: SteppedClock | None = None,
+    **policy: Any,
 ) -> FastServices:
     """Services wired as the composition root wires them, over a fresh in-memory store
     holding a copy of `keys` (a key ring made once: RSA key generation is slow)."""
@@ -356,7 +521,7 @@ def fast_services(
     from identity.services.throttle import LoginThrottle
     from identity.services.tokens import TokenPolicy, TokenService
 
-    clock = SteppedClock()
+    clock = clock or SteppedClock()
     db = FakeDatabase()
     db.state.keys = dict(keys)
     redis = FakeRedis(clock)
@@ -399,7 +564,18 @@ def fast_services(
 FAST_SECRET = b"fast-tier-secret-key-" + b"k" * 32
 
 
+_KEY_RING: dict[str, StoredKey] = {}
+
+
 async def make_key_ring() -> dict[str, StoredKey]:
+    """One ring per process (RSA key generation is the slowest step of the fast tier);
+    callers get a copy."""
+    if not _KEY_RING:
+        _KEY_RING.update(await _new_key_ring())
+    return dict(_KEY_RING)
+
+
+async def _new_key_ring() -> dict[str, StoredKey]:
     from identity.security.secretbox import SecretBox
     from identity.services.keys import KeyService
 
@@ -413,3 +589,40 @@ async def make_key_ring() -> dict[str, StoredKey]:
     )
     await ring.ensure_ring()
     return db.state.keys
+
+
+class FakeSync:
+    """RbacSync as the permission cache and the role service see it: an applied version
+    that only grows, and a lease the test grants or lets lapse on the stepped clock."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        self._clock = clock
+        self.applied = -1
+        self.lease_until = 0.0
+        self.listening = True
+        self.revalidations = 0
+        self._on_change: list[Any] = []
+
+    def grant_lease(self, seconds: float = 3.0) -> None:
+        self.lease_until = self._clock.monotonic() + seconds
+
+    def on_change(self, callback: Any) -> None:
+        self._on_change.append(callback)
+
+    def trusted(self) -> bool:
+        return self._clock.monotonic() < self.lease_until
+
+    async def revalidate(self) -> bool:
+        self.revalidations += 1
+        if self.listening:
+            self.grant_lease()
+        return self.trusted()
+
+    def observe(self, version: int) -> None:
+        if version > self.applied:
+            self.applied = version
+            for callback in self._on_change:
+                callback(version)
+
+    async def wait_applied(self, version: int) -> None:
+        self.observe(version)
