@@ -6,6 +6,7 @@ everything that claims to test PostgreSQL or Redis uses the real ones."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from collections.abc import AsyncIterator
@@ -63,6 +64,8 @@ class RbacState:
     # lease id -> (acked version, expires at by the clock's monotonic reading)
     leases: dict[uuid.UUID, tuple[int, float]] = field(default_factory=dict)
     snapshots: int = 0
+    key_reads: int = 0
+    catalogue_reads: int = 0
 
 
 class FakeUsers:
@@ -345,6 +348,7 @@ class FakeRoles:
 
     async def grant_snapshot(self, user_id: uuid.UUID, as_of: datetime) -> GrantSnapshot:
         self._r.snapshots += 1
+        await asyncio.sleep(0)  # a query: other tasks run meanwhile
         row = self._s.users.get(user_id)
         rows: list[GrantRow] = []
         for (user, role_id), expires_at in self._r.assignments.items():
@@ -358,6 +362,7 @@ class FakeRoles:
         return GrantSnapshot(self._r.version, as_of, row is not None, disabled, rows)
 
     async def catalogue(self) -> tuple[int, frozenset[str]]:
+        self._r.catalogue_reads += 1
         return self._r.version, frozenset(p for r in self._r.roles.values() for p in r.permissions)
 
 
@@ -366,6 +371,7 @@ class FakeServiceKeys:
         self._r = state.rbac
 
     async def find_live(self, key_hash: bytes) -> tuple[int, ServiceKey | None]:
+        self._r.key_reads += 1
         key = self._r.service_keys.get(key_hash)
         return self._r.version, key if key is not None and key.revoked_at is None else None
 
@@ -626,3 +632,52 @@ class FakeSync:
 
     async def wait_applied(self, version: int) -> None:
         self.observe(version)
+
+
+class FakeListenConnection:
+    """RbacListenConnection: notified versions arrive through `notify`; `lose` makes the
+    connection fail as a dropped one does."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self.leases = FakeLeases(db.state, db.clock)
+        self._versions: asyncio.Queue[int | BaseException] = asyncio.Queue()
+
+    def notify(self, version: int) -> None:
+        self._versions.put_nowait(version)
+
+    def lose(self) -> None:
+        from identity.domain.errors import BackendUnavailable
+
+        self._versions.put_nowait(BackendUnavailable())
+
+    async def next_version(self, wait_seconds: float) -> int | None:
+        try:
+            item = await asyncio.wait_for(self._versions.get(), max(0.0, wait_seconds))
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class FakeChannel:
+    """RbacChannel over the fake database; `down` refuses new connections."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self.down = False
+        self.connections: list[FakeListenConnection] = []
+
+    @property
+    def current(self) -> FakeListenConnection:
+        return self.connections[-1]
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncIterator[FakeListenConnection]:
+        from identity.domain.errors import BackendUnavailable
+
+        if self.down:
+            raise BackendUnavailable()
+        connection = FakeListenConnection(self._db)
+        self.connections.append(connection)
+        yield connection
