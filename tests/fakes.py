@@ -512,6 +512,7 @@ def fast_services(
     *,
     max_failed_logins: int = 5,
     per_account: int = 10,
+    per_ip: int = 1000,
     clock: SteppedClock | None = None,
     **policy: Any,
 ) -> FastServices:
@@ -551,7 +552,7 @@ def fast_services(
         retire_grace=timedelta(minutes=20),
     )
     tokens = TokenService(db, key_service, token_policy, clock)  # type: ignore[arg-type]
-    throttle = LoginThrottle(redis, per_account=per_account, per_ip=1000, window=timedelta(minutes=15))  # type: ignore[arg-type]
+    throttle = LoginThrottle(redis, per_account=per_account, per_ip=per_ip, window=timedelta(minutes=15))  # type: ignore[arg-type]
     credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=max_failed_logins)  # type: ignore[arg-type]
     return FastServices(
         clock=clock,

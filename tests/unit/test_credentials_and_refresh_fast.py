@@ -7,6 +7,7 @@ from __future__ import annotations
 import uuid
 from datetime import timedelta
 
+import jwt
 import pytest
 
 from identity.domain.errors import (
@@ -18,13 +19,17 @@ from identity.domain.errors import (
     Reason,
     RefreshTokenInvalid,
     RefreshTokenReused,
+    SessionExpired,
     SessionRevoked,
     Throttled,
     TokenMissing,
+    TokenRejected,
 )
 from identity.domain.models import ClientInfo, LoginOutcome, Principal
+from identity.security.keyring import load_private_key
+from identity.security.secretbox import SecretBox
 from identity.services.auth import AuthService
-from tests.fakes import FastServices, FrozenClock, fast_services
+from tests.fakes import FAST_SECRET, FastServices, FrozenClock, fast_services
 
 CLIENT = ClientInfo(ip="192.0.2.7", user_agent="fast-tier/1")
 PASSWORD = "correct horse battery staple"
@@ -319,3 +324,131 @@ async def test_authenticate_names_the_user_session_and_token(fast: FastServices)
     with pytest.raises(SessionRevoked):
         await fast.tokens.authenticate(issued.access_token)
     assert fast.db.state.sessions[issued.session_id].revoked_reason == "logout"
+
+
+def _forge(fast: FastServices, claims: dict[str, object]) -> str:
+    """A token signed with the service's own active key (what a bug in the checks would let through)."""
+    active = next(k for k in fast.db.state.keys.values() if k.state == "active")
+    private = load_private_key(
+        SecretBox(FAST_SECRET, "signing-keys"), active.kid, active.private_key_encrypted
+    )
+    return jwt.encode(claims, private, algorithm="RS256", headers={"kid": active.kid, "typ": "at+jwt"})
+
+
+async def test_a_token_naming_another_users_session_or_no_session_is_refused(fast: FastServices) -> None:
+    await _user(fast)
+    bob = await _user(fast, "bob")
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    claims = jwt.decode(issued.access_token, options={"verify_signature": False})
+    assert (await fast.tokens.validate(_forge(fast, claims))).session_id == issued.session_id
+    for change in [{"sub": str(bob)}, {"sid": str(uuid.uuid4())}]:
+        with pytest.raises(TokenRejected):
+            await fast.tokens.validate(_forge(fast, {**claims, **change}))
+
+
+async def test_a_token_of_another_issuer_is_refused_even_under_our_key(fast: FastServices) -> None:
+    await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    claims = jwt.decode(issued.access_token, options={"verify_signature": False})
+    with pytest.raises(TokenRejected):
+        await fast.tokens.validate(_forge(fast, {**claims, "iss": "someone-else"}))
+
+
+async def test_a_session_ends_exactly_at_its_absolute_lifetime(key_ring) -> None:
+    fast = fast_services(key_ring, clock=FrozenClock(), session_idle_ttl=timedelta(days=60))
+    await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    fast.clock.advance(timedelta(days=30) - timedelta(microseconds=1))
+    token = (await fast.auth.refresh(issued.refresh_token, CLIENT)).refresh_token
+    fast.clock.advance(timedelta(microseconds=1))
+    with pytest.raises(SessionExpired) as expired:
+        await fast.auth.refresh(token, CLIENT)
+    assert "maximum lifetime" in expired.value.message
+
+
+async def test_a_session_ends_exactly_when_idle_for_its_idle_lifetime(key_ring) -> None:
+    fast = fast_services(key_ring, clock=FrozenClock())
+    await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    other = await fast.auth.login("ann", PASSWORD, CLIENT)
+    fast.clock.advance(timedelta(days=7) - timedelta(microseconds=1))
+    await fast.auth.refresh(other.refresh_token, CLIENT)
+    fast.clock.advance(timedelta(microseconds=1))
+    with pytest.raises(SessionExpired) as expired:
+        await fast.auth.refresh(issued.refresh_token, CLIENT)
+    assert "idle" in expired.value.message
+
+
+async def test_a_refresh_reuse_is_recorded_at_the_time_it_happened(key_ring) -> None:
+    fast = fast_services(key_ring, clock=FrozenClock())
+    await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    await fast.auth.refresh(issued.refresh_token, CLIENT)
+    fast.clock.advance(timedelta(hours=3))
+    with pytest.raises(RefreshTokenReused):
+        await fast.auth.refresh(issued.refresh_token, CLIENT)
+    (event,) = [e for _, e in fast.db.state.history if e.outcome is LoginOutcome.REFRESH_REUSE]
+    assert event.login_at == fast.clock.now()
+
+
+async def test_without_a_grace_window_even_an_immediate_second_use_is_reuse(key_ring) -> None:
+    fast = fast_services(key_ring, clock=FrozenClock())
+    await _user(fast)
+    auth = _with_grace(fast, 0)
+    issued = await auth.login("ann", PASSWORD, CLIENT)
+    await auth.refresh(issued.refresh_token, CLIENT)
+    with pytest.raises(RefreshTokenReused):
+        await auth.refresh(issued.refresh_token, CLIENT)
+
+
+async def test_logins_from_one_address_are_throttled_across_accounts(key_ring) -> None:
+    fast = fast_services(key_ring, per_ip=3)
+    for login in ("ann", "bob", "cid", "dan"):
+        await _user(fast, login)
+    for login in ("ann", "bob", "cid"):
+        await fast.auth.login(login, PASSWORD, CLIENT)
+    with pytest.raises(Throttled):
+        await fast.auth.login("dan", PASSWORD, CLIENT)
+    await fast.auth.login("dan", PASSWORD, ClientInfo(ip="192.0.2.8", user_agent="other"))
+
+
+async def test_reauthentications_are_throttled_per_user_and_per_address(key_ring) -> None:
+    fast = fast_services(key_ring, per_account=2, per_ip=4)
+    callers = []
+    for login in ("ann", "bob", "cid"):
+        user_id = await _user(fast, login)
+        issued = await fast.auth.login(login, PASSWORD, ClientInfo(ip=None, user_agent="x"))
+        callers.append(Principal(user_id, issued.session_id, "jti"))
+    ann, bob, cid = callers
+    for _ in range(2):
+        await fast.credentials.by_user(ann, PASSWORD, "password", CLIENT)
+    with pytest.raises(Throttled):
+        await fast.credentials.by_user(ann, PASSWORD, "password", CLIENT)
+    # Bob has a window of his own; the address has counted three attempts so far.
+    await fast.credentials.by_user(bob, PASSWORD, "password", CLIENT)
+    await fast.credentials.by_user(cid, PASSWORD, "password", CLIENT)
+    with pytest.raises(Throttled):  # the address's fifth: Cid's own window had room
+        await fast.credentials.by_user(cid, PASSWORD, "password", CLIENT)
+    await fast.credentials.by_user(bob, PASSWORD, "password", ClientInfo(ip="192.0.2.99", user_agent="x"))
+
+
+async def test_a_refused_reauthentication_is_recorded_with_the_calling_session(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=1)
+    user_id = await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    caller = Principal(user_id, issued.session_id, "jti")
+    with pytest.raises(PasswordIncorrect):
+        await fast.credentials.by_user(caller, "not the password", "password", CLIENT)
+    with pytest.raises(AccountLocked):
+        await fast.credentials.by_user(caller, PASSWORD, "password", CLIENT)
+    async with fast.db.transaction() as uow:
+        await uow.users.unlock(user_id)
+        await uow.users.set_disabled(user_id, True)
+    with pytest.raises(AccountDisabled):
+        await fast.credentials.by_user(caller, PASSWORD, "password", CLIENT)
+    recorded = [(e.outcome, e.session_id) for owner, e in fast.db.state.history if owner == user_id]
+    assert recorded[-3:] == [
+        (LoginOutcome.BAD_CREDENTIALS, issued.session_id),
+        (LoginOutcome.LOCKED_OUT, issued.session_id),
+        (LoginOutcome.ACCOUNT_DISABLED, issued.session_id),
+    ]

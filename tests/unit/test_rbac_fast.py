@@ -139,6 +139,18 @@ async def test_an_expired_assignment_holds_nothing_for_the_escalation_rule() -> 
         await rbac.roles.create_role(actor, "refunds-2", "", [BILLING])
 
 
+async def test_the_escalation_rule_reads_the_actors_grants_from_the_database_not_the_cache() -> None:
+    rbac = Rbac()
+    actor = await rbac.delegate(PUBLISH)
+    await rbac.roles.create_role(actor, "editors", "", [PUBLISH])
+    assert (await rbac.cache.grants(actor.user_id)).holds(ROLES_WRITE)  # type: ignore[arg-type]
+    async with rbac.db.transaction() as uow:
+        await uow.users.set_disabled(actor.user_id, True)  # type: ignore[arg-type]
+    # Not yet seen by this process's cache: the admin permission still passes, the rule does not.
+    with pytest.raises(EscalationDenied):
+        await rbac.roles.create_role(actor, "editors-2", "", [PUBLISH])
+
+
 async def test_superusers_and_the_operator_are_exempt() -> None:
     rbac = Rbac()
     admin = await rbac.user("admin")
@@ -187,10 +199,11 @@ async def test_without_a_lease_every_check_reads_postgresql() -> None:
     rbac = Rbac()
     user = await rbac.user("ann")
     await rbac.cache.grants(user)
+    await rbac.give(user, await rbac.role(PUBLISH))
     rbac.sync.lease_until = rbac.clock.monotonic()  # lapses now: the edge itself is not trusted
     rbac.sync.listening = False
-    await rbac.cache.grants(user)
-    await rbac.cache.grants(user)
+    assert (await rbac.cache.grants(user)).holds(PUBLISH)
+    assert (await rbac.cache.grants(user)).holds(PUBLISH)
     assert rbac.snapshots == 3
     assert rbac.sync.revalidations >= 2
 
@@ -234,6 +247,20 @@ async def test_unknown_users_and_reads_older_than_the_applied_version_are_not_ke
     assert rbac.snapshots == 4
 
 
+async def test_a_disabled_user_holds_nothing_and_grants_name_their_user() -> None:
+    rbac = Rbac()
+    user = await rbac.user("ann")
+    await rbac.give(user, await rbac.role(PUBLISH))
+    grants = await rbac.cache.grants(user)
+    assert grants.user_id == user and grants.holds(PUBLISH)
+    async with rbac.db.transaction() as uow:
+        await uow.users.set_disabled(user, True)
+    rbac.db.state.rbac.version += 1  # disabling bumps the RBAC version
+    rbac.sync.observe(rbac.db.state.rbac.version)
+    disabled = await rbac.cache.grants(user)
+    assert disabled.exists and disabled.disabled and not disabled.holds(PUBLISH)
+
+
 async def test_the_read_version_is_applied_and_clears_older_entries() -> None:
     rbac = Rbac()
     cleared: list[int] = []
@@ -255,10 +282,13 @@ async def test_the_cache_keeps_at_most_its_size_in_users() -> None:
     await rbac.cache.grants(a)  # evicted, the oldest
     assert rbac.snapshots == 4
     tiny = Rbac(max_users=0)
-    user = await tiny.user("d")
-    await tiny.cache.grants(user)
-    await tiny.cache.grants(user)
+    d, e = await tiny.user("d"), await tiny.user("e")
+    await tiny.cache.grants(d)
+    await tiny.cache.grants(d)
     assert tiny.snapshots == 1  # a size below one still keeps one
+    await tiny.cache.grants(e)
+    await tiny.cache.grants(d)
+    assert tiny.snapshots == 3  # and only one
 
 
 async def test_concurrent_checks_for_one_cold_user_share_one_read() -> None:
@@ -326,6 +356,12 @@ async def test_memoised_decisions_are_answered_only_while_fresh() -> None:
     assert rbac.cache.known(key, str(user), DELETE) is None
     assert rbac.cache.known(key, str(uuid.uuid4()), PUBLISH) is None
     assert rbac.cache.known("sk_" + "x" * 200, str(user), PUBLISH) is None
+    longest = "sk_" + "y" * 125
+    rbac.db.state.rbac.service_keys[opaque.digest(longest)] = ServiceKey(
+        uuid.uuid4(), "long", rbac.clock.now()
+    )
+    await rbac.cache.service_caller(longest)
+    assert rbac.cache.known(longest, str(user), PUBLISH) is decision
     rbac.sync.lease_until = 0.0
     assert rbac.cache.known(key, str(user), PUBLISH) is None
     assert rbac.cache.known_for_user(str(user), PUBLISH) is None
@@ -366,6 +402,11 @@ async def test_a_service_key_is_known_only_while_live_and_read_once() -> None:
     assert await rbac.cache.service_caller(key) == CheckCaller(service="films")
     assert await rbac.cache.service_caller(key) == CheckCaller(service="films")
     assert rbac.db.state.rbac.key_reads == 1
+    longest = "sk_" + "x" * 125
+    rbac.db.state.rbac.service_keys[opaque.digest(longest)] = ServiceKey(
+        uuid.uuid4(), "long", rbac.clock.now()
+    )
+    assert await rbac.cache.service_caller(longest) == CheckCaller(service="long")
     for bad in [await _service_key(rbac, "old", revoked=True), "sk_unknown", "sk_" + "x" * 126]:
         with pytest.raises(ServiceKeyInvalid):
             await rbac.cache.service_caller(bad)

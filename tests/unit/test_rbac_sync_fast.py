@@ -208,6 +208,15 @@ async def test_a_write_without_a_database_waits_out_the_lease(stack: Stack) -> N
     assert stack.sync.applied == 9
 
 
+async def test_a_write_that_loses_the_database_after_its_commit_still_returns(stack: Stack) -> None:
+    await stack.sync.start()
+    stack.db.failure = BackendUnavailable()
+    waiting = asyncio.ensure_future(stack.sync.wait_applied(stack.bump()))
+    await asyncio.sleep(0.02)
+    stack.clock.advance(timedelta(seconds=3 + MARGIN))
+    await asyncio.wait_for(waiting, 1)
+
+
 async def test_stopping_gives_up_the_lease(stack: Stack) -> None:
     await stack.sync.start()
     assert stack.sync.lease_id in stack.leases

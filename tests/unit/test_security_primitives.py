@@ -194,6 +194,10 @@ def test_a_token_issued_or_valid_only_in_the_future_is_rejected_beyond_the_skew(
         with pytest.raises(TokenRejected):
             _decode(beyond)
     assert _decode(_signed(_claims(nbf=None))).subject == USER
+    # At the exact edge: a verifier whose clock is just the skew behind accepts it.
+    whole = datetime.fromtimestamp(at, UTC)
+    for claim in ("iat", "nbf"):
+        assert _decode(_signed(_claims(**{claim: at + 30})), now=whole).subject == USER
 
 
 def test_the_header_must_name_rs256_our_type_and_a_kid() -> None:
@@ -259,8 +263,19 @@ def test_a_generated_key_is_rsa_2048_with_a_matching_public_jwk() -> None:
     public.verify(signature, b"m", padding.PKCS1v15(), hashes.SHA256())
     assert generate_key().kid != generated.kid
     # A verifier that decodes the JWK as RFC 7518 says gets the same numbers.
-    n = int.from_bytes(base64.urlsafe_b64decode(generated.public_jwk["n"] + "=="), "big")
-    assert n == private.public_key().public_numbers().n
+    n = base64.urlsafe_b64decode(generated.public_jwk["n"] + "==")
+    assert int.from_bytes(n, "big") == private.public_key().public_numbers().n
+    assert len(n) == 256  # the minimum number of octets: no leading zero (RFC 7518 §6.3.1)
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [(65537, "AQAB"), (0x010017, "AQAX"), (255, "_w"), (256, "AQA"), (0xFBFF, "-_8")],
+)
+def test_jwk_integers_are_minimal_big_endian_base64url_without_padding(value: int, encoded: str) -> None:
+    from identity.security.keyring import _b64url_uint
+
+    assert _b64url_uint(value) == encoded
 
 
 def test_a_private_key_opens_only_under_its_own_kid_and_only_if_strong_enough() -> None:

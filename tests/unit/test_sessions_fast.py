@@ -118,6 +118,10 @@ def test_a_session_id_must_be_a_short_uuid() -> None:
         parse_session_id("x" * 65)
     assert [v.field for v in default_field.value.violations] == ["session_id"]
     assert parse_session_id(" " * 10 + str(sid)) == sid  # length is judged after trimming
+    # uuid.UUID ignores every hyphen: 64 characters are still read, 65 are not.
+    assert parse_session_id(sid.hex + "-" * 32) == sid
+    with pytest.raises(InvalidArgument):
+        parse_session_id(sid.hex + "-" * 33)
 
 
 async def test_logout_others_keeps_the_calling_session_and_counts_the_rest(fast: FastServices) -> None:
@@ -159,6 +163,25 @@ async def test_the_operator_lists_and_ends_a_users_sessions_by_login(fast: FastS
         ended = await uow.sessions.get(first.session_id)
     assert ended is not None and ended.revoked_reason == "revoked_by_operator"
     assert await fast.sessions.revoke_for_login("ann", None) == 1
+    assert fast.db.state.sessions[second.session_id].revoked_reason == "revoked_by_operator"
     assert await fast.sessions.revoke_for_login("ann", None) == 0
     assert (await fast.sessions.list_for_login("ann"))[1] == []
     assert len((await fast.sessions.list_for_login("bob"))[1]) == 1
+
+
+async def test_the_operator_sees_at_most_a_thousand_sessions_the_newest(fast: FastServices) -> None:
+    (first,) = await _signed_in(fast, "ann", 1)
+    async with fast.db.transaction() as uow:
+        for i in range(1000):
+            now = fast.clock.now() + timedelta(seconds=i + 1)
+            await uow.sessions.create(
+                uuid.uuid4(),
+                first.user_id,
+                now=now,
+                expires_at=now + timedelta(days=1),
+                ip=None,
+                user_agent="",
+            )
+    _, listed = await fast.sessions.list_for_login("ann")
+    assert len(listed) == 1000
+    assert first.session_id not in {s.session.id for s in listed}
