@@ -49,7 +49,7 @@ async def stack() -> AsyncIterator[Stack]:
     await made.sync.stop()
 
 
-async def _until(condition: Any, steps: int = 200) -> None:
+async def _until(condition: Any, steps: int = 800) -> None:
     for _ in range(steps):
         if condition():
             return
@@ -123,7 +123,7 @@ async def test_a_lost_connection_drops_the_lease_at_once_and_reconnects(stack: S
     await _until(lambda: not stack.sync.trusted())
     assert not await stack.sync.revalidate()  # not listening: no lease without notifications
     stack.channel.down = False
-    await _until(lambda: stack.sync.trusted(), steps=400)
+    await _until(lambda: stack.sync.trusted())
     assert len(stack.channel.connections) == 2
 
 
