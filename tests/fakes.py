@@ -63,6 +63,8 @@ class RbacState:
     service_keys: dict[bytes, ServiceKey] = field(default_factory=dict)
     # lease id -> (acked version, expires at by the clock's monotonic reading)
     leases: dict[uuid.UUID, tuple[int, float]] = field(default_factory=dict)
+    # lease id -> (host, pid) of the process holding it
+    lease_owners: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
     snapshots: int = 0
     key_reads: int = 0
     catalogue_reads: int = 0
@@ -383,13 +385,16 @@ class FakeLeases:
     def __init__(self, state: State, clock: SteppedClock | None) -> None:
         self._r = state.rbac
         self._clock = clock or SteppedClock()
+        self.renewals = 0
 
     async def renew(
         self, lease_id: uuid.UUID, applied_version: int, ttl: timedelta, host: str, pid: int
     ) -> tuple[int, bool]:
+        self.renewals += 1
         if self._r.version > applied_version:
             return self._r.version, False
         self._r.leases[lease_id] = (applied_version, self._clock.monotonic() + ttl.total_seconds())
+        self._r.lease_owners.setdefault(lease_id, (host, pid))  # kept on conflict, as the SQL does
         return self._r.version, True
 
     async def pending(self, version: int) -> int:

@@ -5,6 +5,8 @@ table, a notification channel the test drives, and a clock that moves only when 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -235,6 +237,53 @@ async def test_start_prunes_leases_of_processes_long_gone(stack: Stack) -> None:
     stack.leases[recent] = (1, stack.clock.monotonic() - 3599)
     await stack.sync.start()
     assert gone not in stack.leases and recent in stack.leases
+
+
+async def test_each_process_holds_a_lease_of_its_own_naming_its_host_and_pid(stack: Stack) -> None:
+    other = RbacSync(stack.db, stack.channel, stack.clock, lease_ttl=TTL)  # type: ignore[arg-type]
+    await stack.sync.start()
+    await other.start()
+    try:
+        assert other.lease_id != stack.sync.lease_id
+        assert set(stack.leases) == {stack.sync.lease_id, other.lease_id}
+        assert stack.db.state.rbac.lease_owners[stack.sync.lease_id] == (socket.gethostname(), os.getpid())
+    finally:
+        await other.stop()
+
+
+async def test_the_listener_renews_over_its_own_connection_and_only_when_due(stack: Stack) -> None:
+    await stack.sync.start()
+    listening = stack.channel.current.leases
+    first = listening.renewals  # refused at version -1, then renewed at 5
+    assert first == 2
+    await asyncio.sleep(0.25)  # a few of the listener's wake-ups, with the clock standing still
+    assert listening.renewals == first
+    assert len(stack.channel.connections) == 1  # the same connection throughout
+    stack.clock.advance(timedelta(seconds=0.11))
+    await _until(lambda: listening.renewals == first + 1)
+    stack.channel.current.notify(stack.bump())
+    await _until(lambda: listening.renewals == first + 2)
+    assert stack.own_lease()[0] == stack.db.state.rbac.version
+
+
+async def test_a_process_that_is_not_listening_takes_no_lease(stack: Stack) -> None:
+    assert not await stack.sync.revalidate()
+    assert stack.leases == {}
+    await stack.sync.start()
+    await stack.sync.stop()
+    assert not await stack.sync.revalidate()
+    assert stack.leases == {}
+
+
+async def test_a_process_started_while_postgresql_is_down_keeps_trying_until_it_is_back(stack: Stack) -> None:
+    stack.channel.down = True
+    stack.db.failure = BackendUnavailable()
+    await stack.sync.start(ready_timeout=0.01)
+    await asyncio.sleep(0.6)  # past the first retry: still down
+    assert not stack.sync.trusted()
+    stack.channel.down = False
+    stack.db.failure = None
+    await _until(lambda: stack.sync.trusted(), steps=600)
 
 
 def test_observing_an_older_or_equal_version_changes_nothing(stack: Stack) -> None:
