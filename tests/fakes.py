@@ -391,6 +391,8 @@ class FakeLeases:
         self, lease_id: uuid.UUID, applied_version: int, ttl: timedelta, host: str, pid: int
     ) -> tuple[int, bool]:
         self.renewals += 1
+        if not isinstance(host, str):
+            raise ValueError("null value in column host violates not-null constraint")
         if self._r.version > applied_version:
             return self._r.version, False
         self._r.leases[lease_id] = (applied_version, self._clock.monotonic() + ttl.total_seconds())
