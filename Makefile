@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint typecheck gen bench bench-check bench-peer clean
+.PHONY: install run test test-fast mutate lint typecheck gen bench bench-check bench-peer clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -27,6 +27,9 @@ test: install  ## the whole suite against real PostgreSQL and Redis
 test-fast: install  ## domain and service tests on in-memory fakes: no database, no tools
 	$(PY) -m pytest -p no:cacheprovider tests/unit -m "not tools" $(PYTEST_ARGS)
 
+mutate: install  ## mutation testing of the security-critical modules (not part of `make test`)
+	$(PY) scripts/mutate $(MUTATE_ARGS)
+
 lint: install
 	$(VENV)/bin/ruff check src tests scripts
 	scripts/buf lint
@@ -47,4 +50,4 @@ bench-peer: install  ## identity.peer's verification and ValidateToken against b
 	$(PY) scripts/bench/peer_verify.py
 
 clean:
-	rm -rf build dist .dev *.egg-info
+	rm -rf build dist .dev mutants *.egg-info

@@ -6,20 +6,23 @@ everything that claims to test PostgreSQL or Redis uses the real ones."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from identity.domain.clock import SteppedClock
 from identity.domain.errors import LoginTaken
 from identity.domain.models import AttemptSlot, Credentials, LoginEvent, LoginOutcome, Session, User
 from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
+from identity.domain.permissions import GrantRow, Role, RoleAssignment, RoleName, ServiceKey
 from identity.security.passwords import PasswordHasher
 from identity.store.keys import StoredKey
+from identity.store.roles import GrantSnapshot
 from identity.store.sessions import RefreshTokenState, Rotation
 
 
@@ -48,6 +51,26 @@ class State:
     history: list[tuple[uuid.UUID | None, LoginEvent]] = field(default_factory=list)
     keys: dict[str, StoredKey] = field(default_factory=dict)
     tickets_deleted_for: list[uuid.UUID] = field(default_factory=list)
+    rbac: RbacState = field(default_factory=lambda: RbacState())
+
+
+@dataclass
+class RbacState:
+    """Roles, assignments, service keys and leases; `version` is rbac_version, bumped by
+    every write as the triggers of migration 0003 bump it."""
+
+    version: int = 1
+    roles: dict[uuid.UUID, Role] = field(default_factory=dict)
+    # (user, role) -> expiry
+    assignments: dict[tuple[uuid.UUID, uuid.UUID], datetime | None] = field(default_factory=dict)
+    service_keys: dict[bytes, ServiceKey] = field(default_factory=dict)
+    # lease id -> (acked version, expires at by the clock's monotonic reading)
+    leases: dict[uuid.UUID, tuple[int, float]] = field(default_factory=dict)
+    # lease id -> (host, pid) of the process holding it
+    lease_owners: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
+    snapshots: int = 0
+    key_reads: int = 0
+    catalogue_reads: int = 0
 
 
 class FakeUsers:
@@ -312,34 +335,170 @@ class FakeMfaTickets:
         self._s.tickets_deleted_for.append(user_id)
 
 
-class FakeUnitOfWork:
+class FakeRoles:
+    """RoleRepository over RbacState: what the escalation rule and the permission cache read."""
+
     def __init__(self, state: State) -> None:
+        self._s = state
+        self._r = state.rbac
+
+    def _bump(self) -> None:
+        self._r.version += 1
+
+    async def lock_for_write(self) -> int:
+        return self._r.version
+
+    async def version(self) -> int:
+        return self._r.version
+
+    async def get(self, role_id: uuid.UUID) -> Role | None:
+        return self._r.roles.get(role_id)
+
+    async def get_by_name(self, canonical: str) -> Role | None:
+        return next((r for r in self._r.roles.values() if r.name_canonical == canonical), None)
+
+    async def insert(self, role_id: uuid.UUID, name: RoleName, description: str) -> None:
+        now = datetime.now().astimezone()
+        self._r.roles[role_id] = Role(role_id, name.display, name.canonical, description, (), False, now, now)
+        self._bump()
+
+    async def update(self, role_id: uuid.UUID, name: RoleName | None, description: str | None) -> None:
+        role = self._r.roles[role_id]
+        if name is not None:
+            role = replace(role, name=name.display, name_canonical=name.canonical)
+        if description is not None:
+            role = replace(role, description=description)
+        self._r.roles[role_id] = role
+        self._bump()
+
+    async def set_permissions(self, role_id: uuid.UUID, names: frozenset[str]) -> None:
+        self._r.roles[role_id] = replace(self._r.roles[role_id], permissions=tuple(sorted(names)))
+        self._bump()
+
+    async def prune_catalogue(self) -> None:
+        return None
+
+    async def delete(self, role_id: uuid.UUID) -> bool:
+        self._r.assignments = {k: v for k, v in self._r.assignments.items() if k[1] != role_id}
+        self._bump()
+        return self._r.roles.pop(role_id, None) is not None
+
+    async def live_assignment_count(self, role_id: uuid.UUID, now: datetime) -> int:
+        return sum(1 for (_, r), e in self._r.assignments.items() if r == role_id and (e is None or e > now))
+
+    async def assign(
+        self, user_id: uuid.UUID, role_id: uuid.UUID, expires_at: datetime | None, by: uuid.UUID | None
+    ) -> RoleAssignment:
+        self._r.assignments[(user_id, role_id)] = expires_at
+        self._bump()
+        role = self._r.roles[role_id]
+        return RoleAssignment(user_id, role_id, role.name, expires_at, datetime.now().astimezone())
+
+    async def revoke(self, user_id: uuid.UUID, role_id: uuid.UUID) -> bool:
+        self._bump()
+        return self._r.assignments.pop((user_id, role_id), "absent") != "absent"
+
+    async def grant_snapshot(self, user_id: uuid.UUID, as_of: datetime) -> GrantSnapshot:
+        self._r.snapshots += 1
+        await asyncio.sleep(0)  # a query: other tasks run meanwhile
+        row = self._s.users.get(user_id)
+        rows: list[GrantRow] = []
+        for (user, role_id), expires_at in self._r.assignments.items():
+            if user != user_id:
+                continue
+            role = self._r.roles[role_id]
+            rows += [GrantRow(role.name, expires_at, p) for p in role.permissions] or [
+                GrantRow(role.name, expires_at, None)
+            ]
+        disabled = row is not None and row.user.disabled_at is not None
+        return GrantSnapshot(self._r.version, as_of, row is not None, disabled, rows)
+
+    async def catalogue(self) -> tuple[int, frozenset[str]]:
+        self._r.catalogue_reads += 1
+        return self._r.version, frozenset(p for r in self._r.roles.values() for p in r.permissions)
+
+
+class FakeServiceKeys:
+    def __init__(self, state: State) -> None:
+        self._r = state.rbac
+
+    async def find_live(self, key_hash: bytes) -> tuple[int, ServiceKey | None]:
+        self._r.key_reads += 1
+        key = self._r.service_keys.get(key_hash)
+        return self._r.version, key if key is not None and key.revoked_at is None else None
+
+
+class FakeLeases:
+    """RbacLeaseRepository: a renewal commits only with the current version applied;
+    expiry on the clock's monotonic reading (PostgreSQL's clock in the real one)."""
+
+    def __init__(self, state: State, clock: SteppedClock | None) -> None:
+        self._r = state.rbac
+        self._clock = clock or SteppedClock()
+        self.renewals = 0
+
+    async def renew(
+        self, lease_id: uuid.UUID, applied_version: int, ttl: timedelta, host: str, pid: int
+    ) -> tuple[int, bool]:
+        self.renewals += 1
+        if not isinstance(host, str):
+            raise ValueError("null value in column host violates not-null constraint")
+        if self._r.version > applied_version:
+            return self._r.version, False
+        self._r.leases[lease_id] = (applied_version, self._clock.monotonic() + ttl.total_seconds())
+        self._r.lease_owners.setdefault(lease_id, (host, pid))  # kept on conflict, as the SQL does
+        return self._r.version, True
+
+    async def pending(self, version: int) -> int:
+        now = self._clock.monotonic()
+        return sum(1 for acked, until in self._r.leases.values() if acked < version and until > now)
+
+    async def release(self, lease_id: uuid.UUID) -> None:
+        self._r.leases.pop(lease_id, None)
+
+    async def prune(self, older_than: timedelta) -> None:
+        now = self._clock.monotonic()
+        self._r.leases = {k: v for k, v in self._r.leases.items() if v[1] >= now - older_than.total_seconds()}
+
+
+class FakeUnitOfWork:
+    def __init__(self, state: State, clock: SteppedClock | None = None) -> None:
         self.state = state
         self.users = FakeUsers(state)
         self.sessions = FakeSessions(state)
         self.login_history = FakeHistory(state)
         self.signing_keys = FakeSigningKeys(state)
         self.mfa_tickets = FakeMfaTickets(state)
+        self.roles = FakeRoles(state)
+        self.service_keys = FakeServiceKeys(state)
+        self.rbac_leases = FakeLeases(state, clock)
 
 
 class FakeDatabase:
     """Database's interface over one in-memory State."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: SteppedClock | None = None) -> None:
         self.state = State()
         self.transactions = 0
+        self.clock = clock
+        # Set to an exception to make every unit of work fail as a lost database would.
+        self.failure: BaseException | None = None
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[FakeUnitOfWork]:
+        if self.failure is not None:
+            raise self.failure
         # Work on a copy; it becomes the state only if the block completes.
         working = copy.deepcopy(self.state)
-        yield FakeUnitOfWork(working)
+        yield FakeUnitOfWork(working, self.clock)
         self.state.__dict__.update(working.__dict__)
         self.transactions += 1
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[FakeUnitOfWork]:
-        yield FakeUnitOfWork(self.state)
+        if self.failure is not None:
+            raise self.failure
+        yield FakeUnitOfWork(self.state, self.clock)
 
     def history(self, user_id: uuid.UUID | None) -> list[LoginOutcome]:
         return [e.outcome for e in FakeHistory(self.state).of(user_id)]
@@ -392,8 +551,28 @@ class FastServices:
     account: Any
 
 
+class FrozenClock(SteppedClock):
+    """A clock that moves only when stepped, for tests at an exact boundary."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._base = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self._base + self.offset
+
+    def monotonic(self) -> float:
+        return 1000.0 + self.offset.total_seconds()
+
+
 def fast_services(
-    keys: dict[str, StoredKey], *, max_failed_logins: int = 5, per_account: int = 10, **policy: Any
+    keys: dict[str, StoredKey],
+    *,
+    max_failed_logins: int = 5,
+    per_account: int = 10,
+    per_ip: int = 1000,
+    clock: SteppedClock | None = None,
+    **policy: Any,
 ) -> FastServices:
     """Services wired as the composition root wires them, over a fresh in-memory store
     holding a copy of `keys` (a key ring made once: RSA key generation is slow)."""
@@ -407,7 +586,7 @@ def fast_services(
     from identity.services.throttle import LoginThrottle
     from identity.services.tokens import TokenPolicy, TokenService
 
-    clock = SteppedClock()
+    clock = clock or SteppedClock()
     db = FakeDatabase()
     db.state.keys = dict(keys)
     redis = FakeRedis(clock)
@@ -431,7 +610,7 @@ def fast_services(
         retire_grace=timedelta(minutes=20),
     )
     tokens = TokenService(db, key_service, token_policy, clock)  # type: ignore[arg-type]
-    throttle = LoginThrottle(redis, per_account=per_account, per_ip=1000, window=timedelta(minutes=15))  # type: ignore[arg-type]
+    throttle = LoginThrottle(redis, per_account=per_account, per_ip=per_ip, window=timedelta(minutes=15))  # type: ignore[arg-type]
     credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=max_failed_logins)  # type: ignore[arg-type]
     return FastServices(
         clock=clock,
@@ -450,7 +629,18 @@ def fast_services(
 FAST_SECRET = b"fast-tier-secret-key-" + b"k" * 32
 
 
+_KEY_RING: dict[str, StoredKey] = {}
+
+
 async def make_key_ring() -> dict[str, StoredKey]:
+    """One ring per process (RSA key generation is the slowest step of the fast tier);
+    callers get a copy."""
+    if not _KEY_RING:
+        _KEY_RING.update(await _new_key_ring())
+    return dict(_KEY_RING)
+
+
+async def _new_key_ring() -> dict[str, StoredKey]:
     from identity.security.secretbox import SecretBox
     from identity.services.keys import KeyService
 
@@ -464,3 +654,89 @@ async def make_key_ring() -> dict[str, StoredKey]:
     )
     await ring.ensure_ring()
     return db.state.keys
+
+
+class FakeSync:
+    """RbacSync as the permission cache and the role service see it: an applied version
+    that only grows, and a lease the test grants or lets lapse on the stepped clock."""
+
+    def __init__(self, clock: SteppedClock) -> None:
+        self._clock = clock
+        self.applied = -1
+        self.lease_until = 0.0
+        self.listening = True
+        self.revalidations = 0
+        self._on_change: list[Any] = []
+
+    def grant_lease(self, seconds: float = 3.0) -> None:
+        self.lease_until = self._clock.monotonic() + seconds
+
+    def on_change(self, callback: Any) -> None:
+        self._on_change.append(callback)
+
+    def trusted(self) -> bool:
+        return self._clock.monotonic() < self.lease_until
+
+    async def revalidate(self) -> bool:
+        self.revalidations += 1
+        if self.listening:
+            self.grant_lease()
+        return self.trusted()
+
+    def observe(self, version: int) -> None:
+        if version > self.applied:
+            self.applied = version
+            for callback in self._on_change:
+                callback(version)
+
+    async def wait_applied(self, version: int) -> None:
+        self.observe(version)
+
+
+class FakeListenConnection:
+    """RbacListenConnection: notified versions arrive through `notify`; `lose` makes the
+    connection fail as a dropped one does."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self.leases = FakeLeases(db.state, db.clock)
+        self._versions: asyncio.Queue[int | BaseException] = asyncio.Queue()
+
+    def notify(self, version: int) -> None:
+        self._versions.put_nowait(version)
+
+    def lose(self) -> None:
+        from identity.domain.errors import BackendUnavailable
+
+        self._versions.put_nowait(BackendUnavailable())
+
+    async def next_version(self, wait_seconds: float) -> int | None:
+        try:
+            item = await asyncio.wait_for(self._versions.get(), max(0.0, wait_seconds))
+        except TimeoutError:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+class FakeChannel:
+    """RbacChannel over the fake database; `down` refuses new connections."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self.down = False
+        self.connections: list[FakeListenConnection] = []
+
+    @property
+    def current(self) -> FakeListenConnection:
+        return self.connections[-1]
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncIterator[FakeListenConnection]:
+        from identity.domain.errors import BackendUnavailable
+
+        if self.down:
+            raise BackendUnavailable()
+        connection = FakeListenConnection(self._db)
+        self.connections.append(connection)
+        yield connection
