@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from identity.domain.errors import BackendUnavailable
+from identity.services import authz_sync
 from identity.services.authz_sync import RbacSync
 from tests.fakes import FakeChannel, FakeDatabase, FakeLeases, FrozenClock
 
@@ -47,7 +48,10 @@ class Stack:
 
 
 @pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
+async def stack(monkeypatch: Any) -> AsyncIterator[Stack]:
+    # Reconnection back-off a tenth of production's: the same sequence, sooner.
+    monkeypatch.setattr(authz_sync, "_RECONNECT_DELAY", 0.05)
+    monkeypatch.setattr(authz_sync, "_MAX_RECONNECT_DELAY", 0.5)
     made = Stack()
     yield made
     await made.sync.stop()
@@ -279,7 +283,7 @@ async def test_a_process_started_while_postgresql_is_down_keeps_trying_until_it_
     stack.channel.down = True
     stack.db.failure = BackendUnavailable()
     await stack.sync.start(ready_timeout=0.01)
-    await asyncio.sleep(0.6)  # past the first retry: still down
+    await asyncio.sleep(0.15)  # past the first retries: still down
     assert not stack.sync.trusted()
     stack.channel.down = False
     stack.db.failure = None
