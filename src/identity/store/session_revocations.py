@@ -5,17 +5,13 @@ See identity.services.ended_sessions for the protocol these statements implement
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
-import psycopg
-from psycopg.rows import dict_row
-
-from identity.domain.errors import BackendUnavailable
+from identity.store.notifications import highest_notified, listening
 from identity.store.rows import Conn
 from identity.store.sessions import SessionRepository
 
@@ -131,33 +127,15 @@ class SessionListenConnection:
 
     async def next_seq(self, wait_seconds: float) -> int | None:
         """The highest number notified within `wait_seconds`, or None."""
-        latest: int | None = None
-        try:
-            async for notice in self._conn.notifies(timeout=max(0.0, wait_seconds), stop_after=1):
-                with contextlib.suppress(ValueError):
-                    latest = max(latest or 0, int(notice.payload))
-        except (psycopg.Error, OSError) as exc:
-            raise BackendUnavailable() from exc
-        return latest
+        return await highest_notified(self._conn, wait_seconds)
 
 
 class SessionChannel:
     def __init__(self, database_url: str, *, connect_timeout: float) -> None:
         self._url = database_url
-        self._connect_timeout = max(1, int(connect_timeout))
+        self._connect_timeout = connect_timeout
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[SessionListenConnection]:
-        """A connection LISTENing before it is handed over (see RbacChannel.listen)."""
-        try:
-            conn = await psycopg.AsyncConnection.connect(
-                self._url, autocommit=True, row_factory=dict_row, connect_timeout=self._connect_timeout
-            )
-        except (psycopg.Error, OSError) as exc:
-            raise BackendUnavailable() from exc
-        try:
-            async with conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
-                yield SessionListenConnection(conn)
-        except (psycopg.Error, OSError) as exc:
-            raise BackendUnavailable() from exc
+        async with listening(self._url, CHANNEL, connect_timeout=self._connect_timeout) as conn:
+            yield SessionListenConnection(conn)
