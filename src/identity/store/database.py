@@ -139,13 +139,20 @@ class Database:
     async def _connection(self) -> AsyncIterator[Connection]:
         if self._down:
             raise BackendUnavailable()
+        acquired = False
         try:
             async with asyncio.timeout(self._statement_timeout), self._pool.connection() as conn:
+                acquired = True
                 yield conn
         except (TimeoutError, psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            if isinstance(exc, PoolTimeout):
+            waited = not acquired and isinstance(exc, TimeoutError | PoolTimeout)
+            if waited:
                 self._observer.db_pool_timeout()
-            if _connection_lost(exc):
+            # Waiting too long for a pooled connection is contention (a saturated process,
+            # a full pool), not a server gone: that call fails, the rest go on. A hung or
+            # stopped server is still noticed at once by a call holding a connection, and
+            # by the health check, which marks it down within one interval.
+            if not waited and _connection_lost(exc):
                 self._mark_down(exc)
             raise BackendUnavailable() from exc
 
