@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from identity.server import RunningServer
-from identity.store.session_revocations import FeedingSessionRepository
+from identity.store.session_revocations import FeedingSessionRepository, SessionRevocationRepository
 from identity.v1 import auth_pb2, auth_pb2_grpc, errors_pb2
 from tests.conftest import register_and_login
 from tests.integration.harness import server_with
@@ -89,6 +89,36 @@ async def test_without_a_lease_checks_read_the_session_row(database_url, monkeyp
         reads = SessionReads(monkeypatch)
         assert (await _validate(stub, account.access_token)).valid
         assert reads.count == 1
+        await stub.Logout(auth_pb2.LogoutRequest(), metadata=account.metadata)
+        assert not (await _validate(stub, account.access_token)).valid
+
+
+async def test_a_burst_that_finds_the_lease_lapsed_shares_one_renewal(database_url, monkeypatch) -> None:
+    """A renewal late under load must not turn every check into a PostgreSQL read (that
+    flood is what makes PostgreSQL later still): the checks wait for one renewal and are
+    answered from memory."""
+    async with server_with(database_url) as (stub, running):
+        ended = running.services.ended_sessions
+        await _trusted(running)
+        account = await register_and_login(stub)
+        assert (await _validate(stub, account.access_token)).valid  # its facts are in memory
+        renewals = 0
+        original = SessionRevocationRepository.renew
+
+        async def counting(repo: Any, *args: Any) -> Any:
+            nonlocal renewals
+            renewals += 1
+            return await original(repo, *args)
+
+        monkeypatch.setattr(SessionRevocationRepository, "renew", counting)
+        reads = SessionReads(monkeypatch)
+        ended.lease_until = 0.0  # as if the background renewal were late
+        answers = await asyncio.gather(*(_validate(stub, account.access_token) for _ in range(60)))
+        assert all(answer.valid for answer in answers)
+        assert ended.trusted()
+        assert reads.count == 0
+        assert 1 <= renewals <= 3  # one shared renewal (the background loop may add its own)
+        # Still exact: an end committed now is refused at once.
         await stub.Logout(auth_pb2.LogoutRequest(), metadata=account.metadata)
         assert not (await _validate(stub, account.access_token)).valid
 

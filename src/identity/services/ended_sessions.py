@@ -12,8 +12,11 @@ every server process, and token checks of a live session need no PostgreSQL roun
   that it can renew only once it has loaded the current number.
 - A unit of work that ended a session, after its commit, waits until every live lease has
   acknowledged the current number or lapsed (`settle`; at most one lease time).
-- Without a valid lease (PostgreSQL lost, a late renewal) checks read the session row as
-  before, which fails closed when PostgreSQL does not answer.
+- A check that finds the lease lapsed (a renewal late under load) waits for one renewal
+  shared by every such check, rather than each reading its session row: under load that
+  flood of reads is what would make PostgreSQL late. Without a lease after that
+  (PostgreSQL lost) checks read the session row, which fails closed when PostgreSQL does
+  not answer.
 
 The feed (`subscribe`) starts from this memory, so it survives a server restart for as long
 as the record does (it is pruned only once no token of a session can verify), and sends a
@@ -37,6 +40,7 @@ import structlog
 
 from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
+from identity.services.single_flight import SingleFlight
 from identity.store.database import Database
 from identity.store.session_revocations import (
     Revocation,
@@ -117,11 +121,29 @@ class EndedSessions:
         self._loading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        # True while the notification connection is up (renewals then also ack writes).
+        self._listening = False
+        self._revalidation = SingleFlight(self._renew_if_lapsed)
 
     # -- the check path: memory only --------------------------------------------------
 
     def trusted(self) -> bool:
         return self._clock.monotonic() < self.lease_until
+
+    async def revalidate(self) -> bool:
+        """For a check that found the lease lapsed: one renewal shared by every such check.
+        Only while listening (a lease renewed without notifications could miss an end).
+        Raises BackendUnavailable if PostgreSQL does not answer."""
+        if not self._listening:
+            return False
+        await self._revalidation()
+        return self.trusted()
+
+    async def _renew_if_lapsed(self) -> None:
+        async with self._loading:
+            if self.trusted():  # renewed by the background loop meanwhile
+                return
+        await self._renew()
 
     def is_ended(self, session_id: UUID) -> bool:
         return session_id in self._ended
@@ -267,11 +289,15 @@ class EndedSessions:
                 async with self._channel.listen() as connection:
                     await self._renew(connection)
                     delay = _RECONNECT_DELAY
+                    self._listening = True
                     await self._follow(connection)
             except asyncio.CancelledError:
+                self._listening = False
                 raise
             except BackendUnavailable as exc:
+                self._listening = False
                 self.lease_until = 0.0
+
                 if delay == _RECONNECT_DELAY:
                     log.warning("ended_sessions_lost", cause=type(exc.__cause__).__name__)
             await asyncio.sleep(delay)

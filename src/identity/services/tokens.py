@@ -113,7 +113,7 @@ class TokenService:
         claims = await self.verify_signature_and_claims(token)
         now = self._clock.now()
         ended = self._ended
-        if ended is not None and ended.trusted():
+        if ended is not None and (ended.trusted() or await ended.revalidate()):
             # Exact while the lease holds: every session ended before this call began is
             # in memory (services/ended_sessions.py).
             if ended.is_ended(claims.session_id):

@@ -14,7 +14,12 @@ Faults are bounded in time:
 - after a connection-level failure the database is *known down*: every unit fails at
   once, without waiting for the pool, while a probe connects afresh every
   `probe_interval`. When the probe gets an answer, the pool's idle connections are
-  checked (those that died with the server are dropped) and units run again."""
+  checked (those that died with the server are dropped) and units run again;
+- what only *may* mean a server gone (a statement cut by our bound, a health check with
+  no answer in time) is settled by one fresh connection of its own:
+
+  on a saturated machine a live server can answer late, and calling it down would fail
+  every call of the process for a probe interval where only the slow ones had to fail."""
 
 from __future__ import annotations
 
@@ -94,6 +99,7 @@ class Database:
         )
         self._down = False
         self._probe: asyncio.Task[None] | None = None
+        self._suspicion: asyncio.Task[None] | None = None
         # Called after the commit of a unit of work that ended a session: returns once
         # every server process refuses that session's tokens (services/ended_sessions.py).
         self.after_sessions_ended: Callable[[], Awaitable[None]] | None = None
@@ -106,10 +112,11 @@ class Database:
         await self._pool.open(wait=False)
 
     async def close(self) -> None:
-        if self._probe is not None:
-            self._probe.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe
+        for task in (self._probe, self._suspicion):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._pool.close()
 
     def _mark_down(self, exc: BaseException) -> None:
@@ -119,18 +126,37 @@ class Database:
         log.warning("database_down", cause=type(exc).__name__)
         self._probe = asyncio.create_task(self._probe_until_up())
 
+    async def _answers(self) -> bool:
+        """One fresh connection (outside the pool) and one round trip, bounded."""
+        try:
+            async with asyncio.timeout(self._kwargs["connect_timeout"] + PING_TIMEOUT_SECONDS):
+                conn = await _Connection.connect(self._url, **self._kwargs)
+                async with conn:
+                    await conn.execute("SELECT 1")
+        except (OSError, TimeoutError, psycopg.Error):
+            return False
+        return True
+
+    def _suspect(self, exc: BaseException) -> None:
+        """Something that may mean the server is gone: one check of its own decides,
+        in the background (the call that saw it has failed already)."""
+        if self._down or (self._suspicion is not None and not self._suspicion.done()):
+            return
+        self._suspicion = asyncio.create_task(self._settle_suspicion(exc))
+
+    async def _settle_suspicion(self, exc: BaseException) -> None:
+        if not await self._answers():
+            self._mark_down(exc)
+
     async def _probe_until_up(self) -> None:
         while True:
             await asyncio.sleep(self._probe_interval)
-            try:
-                async with asyncio.timeout(self._kwargs["connect_timeout"] + PING_TIMEOUT_SECONDS):
-                    conn = await _Connection.connect(self._url, **self._kwargs)
-                    async with conn:
-                        await conn.execute("SELECT 1")
-                    # Idle connections that died with the server are dropped before use.
-                    await self._pool.check()
-            except (OSError, TimeoutError, psycopg.Error):
+            if not await self._answers():
                 continue
+            # Idle connections that died with the server are dropped before use.
+            with contextlib.suppress(OSError, TimeoutError, psycopg.Error):
+                async with asyncio.timeout(PING_TIMEOUT_SECONDS):
+                    await self._pool.check()
             self._down = False
             log.info("database_up")
             return
@@ -145,14 +171,15 @@ class Database:
                 acquired = True
                 yield conn
         except (TimeoutError, psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            waited = not acquired and isinstance(exc, TimeoutError | PoolTimeout)
-            if waited:
+            if not acquired and isinstance(exc, TimeoutError | PoolTimeout):
+                # Waiting too long for a pooled connection is contention (a saturated
+                # process, a full pool), not a server gone: that call fails, the rest go on.
                 self._observer.db_pool_timeout()
-            # Waiting too long for a pooled connection is contention (a saturated process,
-            # a full pool), not a server gone: that call fails, the rest go on. A hung or
-            # stopped server is still noticed at once by a call holding a connection, and
-            # by the health check, which marks it down within one interval.
-            if not waited and _connection_lost(exc):
+            elif isinstance(exc, TimeoutError):
+                # A statement cut by our bound: a hung server, or a live one answering late.
+                self._suspect(exc)
+            elif _connection_lost(exc):
+                # A stopped server is noticed at once; a hung one also by the health check.
                 self._mark_down(exc)
             raise BackendUnavailable() from exc
 
@@ -185,6 +212,13 @@ class Database:
             async with asyncio.timeout(PING_TIMEOUT_SECONDS), self._pool.connection() as conn:
                 await conn.execute("SELECT 1")
             return True
-        except (TimeoutError, psycopg.Error, PoolTimeout) as exc:
+        except (TimeoutError, PoolTimeout) as exc:
+            # Every pooled connection busy, or a live server answering late on a saturated
+            # machine, or a hung server: a fresh connection of its own tells them apart.
+            if await self._answers():
+                return True
+            self._mark_down(exc)
+            return False
+        except psycopg.Error as exc:
             self._mark_down(exc)
             return False
