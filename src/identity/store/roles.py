@@ -13,7 +13,15 @@ from uuid import UUID
 import psycopg.errors
 
 from identity.domain.errors import RoleExists
-from identity.domain.permissions import WILDCARD, GrantRow, Role, RoleAssignment, RoleName
+from identity.domain.permissions import (
+    WILDCARD,
+    GrantRow,
+    HeldRole,
+    Role,
+    RoleAssignment,
+    RoleGrants,
+    RoleName,
+)
 from identity.store.rows import Conn, Row
 
 _ROLE_SELECT = """
@@ -66,6 +74,19 @@ class GrantSnapshot:
         self.exists = exists
         self.disabled = disabled
         self.rows = rows
+
+
+class HeldRoles:
+    """A user's assignments with their roles' permissions, and the RBAC version, read in
+    one statement (one snapshot)."""
+
+    __slots__ = ("disabled", "exists", "held", "version")
+
+    def __init__(self, version: int, exists: bool, disabled: bool, held: list[HeldRole]) -> None:
+        self.version = version
+        self.exists = exists
+        self.disabled = disabled
+        self.held = held
 
 
 class RoleRepository:
@@ -264,3 +285,54 @@ class RoleRepository:
                 if row["role_name"] is not None
             ],
         )
+
+    async def held_roles(self, user_id: UUID) -> HeldRoles:
+        """What the permission cache keeps about one user, with the version it is exact
+        for: one row per assignment, each with its role's permissions."""
+        cur = await self._conn.execute(
+            """
+            SELECT v.version, u.id IS NOT NULL AS user_exists,
+                   u.disabled_at IS NOT NULL AS disabled,
+                   r.id AS role_id, r.name AS role_name, ur.expires_at,
+                   ARRAY(SELECT p.name FROM role_permissions rp JOIN permissions p ON p.id = rp.permission_id
+                         WHERE rp.role_id = r.id) AS permissions
+            FROM rbac_version v
+            LEFT JOIN users u ON u.id = %s
+            LEFT JOIN user_roles ur ON ur.user_id = u.id
+            LEFT JOIN roles r ON r.id = ur.role_id
+            """,
+            (user_id,),
+        )
+        rows = await cur.fetchall()
+        first = rows[0]
+        return HeldRoles(
+            version=int(first["version"]),
+            exists=bool(first["user_exists"]),
+            disabled=bool(first["disabled"]),
+            held=[
+                HeldRole(
+                    RoleGrants(row["role_id"], row["role_name"], tuple(row["permissions"])), row["expires_at"]
+                )
+                for row in rows
+                if row["role_id"] is not None
+            ],
+        )
+
+    async def role_grants(self, role_ids: list[UUID]) -> tuple[int, list[RoleGrants]]:
+        """(rbac version, those of `role_ids` that exist, with their permissions), in one
+        snapshot."""
+        cur = await self._conn.execute(
+            """
+            SELECT v.version, r.id AS role_id, r.name AS role_name,
+                   ARRAY(SELECT p.name FROM role_permissions rp JOIN permissions p ON p.id = rp.permission_id
+                         WHERE rp.role_id = r.id) AS permissions
+            FROM rbac_version v LEFT JOIN roles r ON r.id = ANY(%s)
+            """,
+            (role_ids,),
+        )
+        rows = await cur.fetchall()
+        return int(rows[0]["version"]), [
+            RoleGrants(row["role_id"], row["role_name"], tuple(row["permissions"]))
+            for row in rows
+            if row["role_id"] is not None
+        ]
