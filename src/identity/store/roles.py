@@ -76,6 +76,11 @@ class GrantSnapshot:
         self.rows = rows
 
 
+# Every query here that reads rbac_version reads it as a scalar subquery, never as a
+# joined table: rbac_version is rarely analysed, and the planner's guess of thousands of
+# rows for it once made a one-user read cost 30 ms (JIT compilation).
+
+
 class HeldRoles:
     """A user's assignments with their roles' permissions, and the RBAC version, read in
     one statement (one snapshot)."""
@@ -260,11 +265,11 @@ class RoleRepository:
         `now` is the time its assignments' expiry is judged at."""
         cur = await self._conn.execute(
             """
-            SELECT v.version, u.id IS NOT NULL AS user_exists,
+            SELECT (SELECT version FROM rbac_version) AS version, u.id IS NOT NULL AS user_exists,
                    u.disabled_at IS NOT NULL AS disabled,
                    r.name AS role_name, ur.expires_at, p.name AS permission
-            FROM rbac_version v
-            LEFT JOIN users u ON u.id = %s
+            FROM (SELECT %s::uuid AS id) wanted
+            LEFT JOIN users u ON u.id = wanted.id
             LEFT JOIN user_roles ur ON ur.user_id = u.id
             LEFT JOIN roles r ON r.id = ur.role_id
             LEFT JOIN role_permissions rp ON rp.role_id = r.id
@@ -291,13 +296,13 @@ class RoleRepository:
         for: one row per assignment, each with its role's permissions."""
         cur = await self._conn.execute(
             """
-            SELECT v.version, u.id IS NOT NULL AS user_exists,
+            SELECT (SELECT version FROM rbac_version) AS version, u.id IS NOT NULL AS user_exists,
                    u.disabled_at IS NOT NULL AS disabled,
                    r.id AS role_id, r.name AS role_name, ur.expires_at,
-                   ARRAY(SELECT p.name FROM role_permissions rp JOIN permissions p ON p.id = rp.permission_id
-                         WHERE rp.role_id = r.id) AS permissions
-            FROM rbac_version v
-            LEFT JOIN users u ON u.id = %s
+                   ARRAY(SELECT (SELECT p.name FROM permissions p WHERE p.id = rp.permission_id)
+                         FROM role_permissions rp WHERE rp.role_id = r.id) AS permissions
+            FROM (SELECT %s::uuid AS id) wanted
+            LEFT JOIN users u ON u.id = wanted.id
             LEFT JOIN user_roles ur ON ur.user_id = u.id
             LEFT JOIN roles r ON r.id = ur.role_id
             """,
@@ -323,10 +328,10 @@ class RoleRepository:
         snapshot."""
         cur = await self._conn.execute(
             """
-            SELECT v.version, r.id AS role_id, r.name AS role_name,
-                   ARRAY(SELECT p.name FROM role_permissions rp JOIN permissions p ON p.id = rp.permission_id
-                         WHERE rp.role_id = r.id) AS permissions
-            FROM rbac_version v LEFT JOIN roles r ON r.id = ANY(%s)
+            SELECT (SELECT version FROM rbac_version) AS version, r.id AS role_id, r.name AS role_name,
+                   ARRAY(SELECT (SELECT p.name FROM permissions p WHERE p.id = rp.permission_id)
+                         FROM role_permissions rp WHERE rp.role_id = r.id) AS permissions
+            FROM (SELECT 1) one LEFT JOIN roles r ON r.id = ANY(%s)
             """,
             (role_ids,),
         )
