@@ -22,7 +22,7 @@ from identity.domain.rbac_changes import (
 )
 from identity.services import permission_tables
 from identity.services.permission_cache import PermissionCache
-from identity.services.permission_tables import Tables, release
+from identity.services.permission_tables import Tables, User, deadline_of, pack_user, release, user_key
 from tests.fakes import FakeDatabase, FakeRoles, FakeSync, FrozenClock
 
 PUBLISH = "catalog.films.publish"
@@ -239,29 +239,49 @@ def test_a_small_table_is_left_to_reference_counting() -> None:
 
 async def test_eviction_drops_the_oldest_users_a_batch_at_a_time() -> None:
     tables = Tables()
-    record = (1, 1e9, False, (), ())
+    record = pack_user(1, 1e9, False, [], [])
     for i in range(64):
-        tables.add_user(str(i), record, 64)
-    tables.add_user("new", record, 64)
-    assert len(tables.users) == 63 and "0" not in tables.users and "1" not in tables.users
-    assert "2" in tables.users and "new" in tables.users
-    tables.add_user("2", record, 63)  # already there: replaced, nothing evicted
+        tables.add_user(i, record, 64)
+    tables.add_user(100, record, 64)
+    assert len(tables.users) == 63 and 0 not in tables.users and 1 not in tables.users
+    assert 2 in tables.users and 100 in tables.users
+    tables.add_user(2, record, 63)  # already there: replaced, nothing evicted
     assert len(tables.users) == 63
 
 
-async def test_cached_users_are_tuples_the_garbage_collector_stops_tracking() -> None:
+def test_a_user_record_packs_its_roles_and_deadline() -> None:
+    record = pack_user(2**40, 12.5, True, [3, 70000], [9])
+    user = User(record)
+    assert (user.version, user.deadline, user.disabled, user.live, user.expired) == (
+        2**40,
+        12.5,
+        True,
+        (3, 70000),
+        (9,),
+    )
+    assert deadline_of(record) == 12.5
+    assert len(record) <= 40
+
+
+def test_only_the_canonical_text_of_a_user_id_is_a_key_without_parsing() -> None:
+    user_id = uuid.uuid4()
+    assert user_key(str(user_id)) == user_key(str(user_id).upper()) == user_id.int
+    for other in (user_id.hex, "{" + str(user_id) + "}", str(user_id)[:-1] + "g", str(user_id)[:-1] + "_"):
+        assert user_key(other) is None
+    arabic_three = "\u0663"
+    assert user_key(str(user_id)[:-1] + arabic_three) is None
+
+
+async def test_cached_users_are_records_the_garbage_collector_never_tracks() -> None:
     rbac = Rbac()
     user = await rbac.user("ann")
     await rbac.give(user, await rbac.role(PUBLISH, DELETE))
     rbac.apply()
     await rbac.cache.user(user)
-    record = rbac.cache._tables.users[str(user)]
-    assert type(record) is tuple
-    # Its inner tuples are untracked by the first collection that sees them, the record by
-    # the next (a young generation's, in a running server): never one a full one walks.
-    gc.collect()
-    gc.collect()
-    assert not gc.is_tracked(record)
+    [(key, record)] = rbac.cache._tables.users.items()
+    assert key == user.int
+    # Nor the table of them: a dict of ints and bytes is left out of every collection.
+    assert not gc.is_tracked(rbac.cache._tables.users)
 
 
 async def test_an_expiring_assignment_is_answered_until_it_expires_then_read_again() -> None:

@@ -39,17 +39,17 @@ from identity.domain.rbac_changes import RbacChanges
 from identity.security import opaque
 from identity.services.authz_sync import RbacSync
 from identity.services.permission_tables import (
-    DEADLINE,
-    DISABLED,
-    EXPIRED,
-    LIVE,
     NO_DEADLINE,
     RoleEntry,
     Tables,
+    User,
     UserRecord,
+    deadline_of,
     decide,
+    pack_user,
     release,
     user_grants,
+    user_key,
 )
 from identity.store.database import Database
 
@@ -126,7 +126,7 @@ class PermissionCache:
             return
         tables = self._tables
         for user_id in changes.users:
-            tables.users.pop(str(user_id), None)
+            tables.users.pop(user_id.int, None)
         for role_id in changes.roles:
             number = tables.role_numbers.get(role_id)
             if number is not None:
@@ -153,11 +153,15 @@ class PermissionCache:
     def _trusted_now(self) -> bool:
         return self._clock.monotonic() < self._sync.lease_until
 
-    def _fresh(self, record: UserRecord | None) -> bool:
+    def _fresh(self, record: UserRecord | None) -> User | None:
+        """The record unpacked if it may answer (the rule of the module docstring)."""
         if record is None:
-            return False
+            return None
         now = self._clock.monotonic()
-        return now < record[DEADLINE] and now < self._sync.lease_until and not self._tables.stale(record)
+        if not (now < deadline_of(record) and now < self._sync.lease_until):
+            return None
+        user = User(record)
+        return None if self._tables.stale(user) else user
 
     def _keeps(self, version: int) -> bool:
         """Whether a read at `version` may be stored: not if a change applied since may
@@ -179,11 +183,12 @@ class PermissionCache:
             return None
         return self.known_for_user(user_key, permission)
 
-    def known_for_user(self, user_key: str, permission: str) -> Decision | None:
-        record = self._tables.users.get(user_key)
-        if not self._fresh(record) or record is None:
+    def known_for_user(self, user_id: str, permission: str) -> Decision | None:
+        key = user_key(user_id)
+        user = None if key is None else self._fresh(self._tables.users.get(key))
+        if user is None:
             return None
-        view = self._view(record)
+        view = self._view(user)
         if view is None:
             return None
         decision = self._decide_now(view, permission)
@@ -193,13 +198,13 @@ class PermissionCache:
         self._observer.permission_cache(CacheEvent.HIT)
         return decision
 
-    def _view(self, record: UserRecord, user_id: UUID | None = None) -> UserView | None:
+    def _view(self, user: User, user_id: UUID | None = None) -> UserView | None:
         tables = self._tables
-        live = tables.resolve(record[LIVE])
-        expired = tables.resolve(record[EXPIRED])
+        live = tables.resolve(user.live)
+        expired = tables.resolve(user.expired)
         if live is None or expired is None:
             return None
-        return UserView(user_id or _NO_USER, True, record[DISABLED], live, expired)
+        return UserView(user_id or _NO_USER, True, user.disabled, live, expired)
 
     def _decide_now(self, view: UserView, permission: str) -> Decision | None:
         catalogue = self._catalogue
@@ -233,7 +238,7 @@ class PermissionCache:
     # -- entries ----------------------------------------------------------------------------
 
     async def user(self, user_id: UUID) -> UserView:
-        key = str(user_id)
+        key = user_id.int
         view = self._cached(key, user_id)
         if view is not None:
             return view
@@ -244,26 +249,26 @@ class PermissionCache:
         if view is not None:
             return view
         self._observer.permission_cache(CacheEvent.MISS)
-        record = self._tables.users.get(key)
-        if record is not None and self._fresh(record):
+        user = self._fresh(self._tables.users.get(key))
+        if user is not None:
             # Only roles are missing (changed since): read those, not the user.
-            missing = self._tables.missing(record)
+            missing = self._tables.missing(user)
             found = await self._single(self._role_loads, tuple(missing), lambda: self._load_roles(missing))
-            view = self._view_with(record, user_id, found)
+            view = self._view_with(user, user_id, found)
             if view is not None:
                 return view
         return await self._single(self._user_loads, user_id, lambda: self._load_user(user_id))
 
-    def _cached(self, key: str, user_id: UUID) -> UserView | None:
-        record = self._tables.users.get(key)
-        if not self._fresh(record) or record is None:
+    def _cached(self, key: int, user_id: UUID) -> UserView | None:
+        user = self._fresh(self._tables.users.get(key))
+        if user is None:
             return None
-        view = self._view(record, user_id)
+        view = self._view(user, user_id)
         if view is not None:
             self._observer.permission_cache(CacheEvent.HIT)
         return view
 
-    def _view_with(self, record: UserRecord, user_id: UUID, found: dict[UUID, RoleEntry]) -> UserView | None:
+    def _view_with(self, user: User, user_id: UUID, found: dict[UUID, RoleEntry]) -> UserView | None:
         tables = self._tables
 
         def entries(numbers: tuple[int, ...]) -> tuple[RoleEntry, ...] | None:
@@ -277,10 +282,10 @@ class PermissionCache:
                 resolved.append(entry)
             return tuple(resolved)
 
-        live, expired = entries(record[LIVE]), entries(record[EXPIRED])
+        live, expired = entries(user.live), entries(user.expired)
         if live is None or expired is None:
             return None
-        return UserView(user_id, True, record[DISABLED], live, expired)
+        return UserView(user_id, True, user.disabled, live, expired)
 
     async def _single(
         self, loads: dict[K, asyncio.Task[V]], key: K, load: Callable[[], Coroutine[Any, Any, V]]
@@ -317,14 +322,14 @@ class PermissionCache:
                     next_expiry = held.expires_at
         if keep:
             deadline = NO_DEADLINE if next_expiry is None else started + (next_expiry - as_of).total_seconds()
-            record: UserRecord = (
+            record = pack_user(
                 snapshot.version,
                 deadline,
                 snapshot.disabled,
-                tuple([tables.role_number(role.role_id) for role in live]),
-                tuple([tables.role_number(role.role_id) for role in expired]),
+                [tables.role_number(role.role_id) for role in live],
+                [tables.role_number(role.role_id) for role in expired],
             )
-            tables.add_user(str(user_id), record, self._max_users)
+            tables.add_user(user_id.int, record, self._max_users)
         return UserView(user_id, True, snapshot.disabled, tuple(live), tuple(expired))
 
     def _role(self, grants: RoleGrants, keep: bool) -> RoleEntry:
