@@ -392,7 +392,7 @@ class FakeRoles:
         self._r.roles[role_id] = replace(self._r.roles[role_id], permissions=tuple(sorted(names)))
         self._bump(("role", role_id), ("catalogue", None))
 
-    async def prune_catalogue(self) -> None:
+    async def prune_catalogue(self, candidates: Any) -> None:
         return None
 
     async def delete(self, role_id: uuid.UUID) -> bool:

@@ -278,7 +278,7 @@ async def test_cached_users_are_records_the_garbage_collector_never_tracks() -> 
     await rbac.give(user, await rbac.role(PUBLISH, DELETE))
     rbac.apply()
     await rbac.cache.user(user)
-    [(key, record)] = rbac.cache._tables.users.items()
+    [(key, _record)] = rbac.cache._tables.users.items()
     assert key == user.int
     # Nor the table of them: a dict of ints and bytes is left out of every collection.
     assert not gc.is_tracked(rbac.cache._tables.users)

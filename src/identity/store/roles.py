@@ -7,6 +7,7 @@ state."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from uuid import UUID
 
@@ -202,14 +203,17 @@ class RoleRepository:
         assert row is not None
         return int(row["n"])
 
-    async def prune_catalogue(self) -> None:
-        """The catalogue holds the permissions in use: drop those no role carries any more."""
+    async def prune_catalogue(self, candidates: Iterable[str]) -> None:
+        """The catalogue holds the permissions in use: drop those of `candidates` (what a
+        role carried before a change) that no role carries any more. Only those: looking
+        at every permission reads all of role_permissions (20 ms at 200k rows)."""
         await self._conn.execute(
             """
             DELETE FROM permissions p
-            WHERE NOT p.builtin
+            WHERE p.name = ANY(%s::text[]) AND NOT p.builtin
               AND NOT EXISTS (SELECT 1 FROM role_permissions rp WHERE rp.permission_id = p.id)
-            """
+            """,
+            (sorted(candidates),),
         )
 
     async def catalogue(self) -> tuple[int, frozenset[str]]:
