@@ -320,12 +320,16 @@ async def measure_round(client: Client, rate: float, seconds: float, warm: list[
 
 
 async def clear_cache(server: Server) -> None:
-    """A version the change log does not name: the server clears its whole cache."""
-    async with await psycopg.AsyncConnection.connect(server.url, autocommit=True) as conn:
-        cur = await conn.execute("UPDATE rbac_version SET version = version + 1 RETURNING version")
-        row = await cur.fetchone()
-        assert row is not None
-        await conn.execute("SELECT pg_notify('identity_rbac', %s)", (str(row[0]),))
+    """A version the change log does not name: the server clears its whole cache. (The SQL
+    runs in a thread: connecting from this event loop would stall the probes measured here.)"""
+
+    def bump() -> None:
+        with psycopg.connect(server.url, autocommit=True) as conn:
+            row = conn.execute("UPDATE rbac_version SET version = version + 1 RETURNING version").fetchone()
+            assert row is not None
+            conn.execute("SELECT pg_notify('identity_rbac', %s)", (str(row[0]),))
+
+    await asyncio.to_thread(bump)
     server.cleared_at = asyncio.get_running_loop().time()
     await asyncio.sleep(0.2)
     server.cached.clear()

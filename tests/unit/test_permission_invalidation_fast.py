@@ -338,3 +338,17 @@ def test_a_summary_says_everything_when_the_log_cannot_say(
     after: int, upto: int, rows: list[LoggedChange]
 ) -> None:
     assert summarise(after, upto, rows) == RbacChanges.all_at(upto)
+
+
+async def test_a_view_read_before_a_clear_is_decided_with_the_names_it_was_read_with() -> None:
+    rbac = Rbac()
+    ann, bob = await rbac.user("ann"), await rbac.user("bob")
+    await rbac.give(ann, await rbac.role(PUBLISH))
+    await rbac.give(bob, await rbac.role(BILLING, DELETE))
+    rbac.apply()
+    before = await rbac.cache.user(ann)  # PUBLISH is permission number 0 of these tables
+    rbac.sync.observe(rbac.db.state.rbac.version + 1)  # a gap: new, empty tables
+    await rbac.cache.user(bob)  # BILLING is number 0 of the new ones
+    assert rbac.cache._tables.permission_ids[BILLING] == before.live[0].permissions[0]
+    assert not (await rbac.cache.decide(before, BILLING)).allowed
+    assert (await rbac.cache.decide(before, PUBLISH)).allowed

@@ -72,19 +72,21 @@ class CatalogueEntry:
 
 
 class UserView:
-    """One user's grants as one check (or batch) sees them: resolved from the tables for
-    that call, never stored."""
+    """One user's grants as one check (or batch) sees them: resolved from one set of
+    tables for that call (whose permission numbers its roles use), never stored."""
 
-    __slots__ = ("disabled", "exists", "expired", "live", "user_id")
+    __slots__ = ("disabled", "exists", "expired", "live", "tables", "user_id")
 
     def __init__(
         self,
+        tables: Tables,
         user_id: UUID,
         exists: bool,
         disabled: bool,
         live: tuple[RoleEntry, ...] = (),
         expired: tuple[RoleEntry, ...] = (),
     ) -> None:
+        self.tables = tables
         self.user_id = user_id
         self.exists = exists
         self.disabled = disabled
@@ -204,12 +206,12 @@ class PermissionCache:
         expired = tables.resolve(user.expired)
         if live is None or expired is None:
             return None
-        return UserView(user_id or _NO_USER, True, user.disabled, live, expired)
+        return UserView(tables, user_id or _NO_USER, True, user.disabled, live, expired)
 
     def _decide_now(self, view: UserView, permission: str) -> Decision | None:
         catalogue = self._catalogue
         known = catalogue.permissions if catalogue is not None and self._trusted_now() else None
-        permission_id = self._tables.permission_ids.get(permission)
+        permission_id = view.tables.permission_ids.get(permission)
         return decide(permission, view.live, view.expired, permission_id, known)
 
     # -- decisions and grants --------------------------------------------------------------
@@ -221,19 +223,14 @@ class PermissionCache:
         decision = self._decide_now(view, permission)
         if decision is None:
             catalogue = await self.catalogue()
-            permission_id = self._tables.permission_ids.get(permission)
+            permission_id = view.tables.permission_ids.get(permission)
             decision = decide(permission, view.live, view.expired, permission_id, catalogue.permissions)
             assert decision is not None
         return decision
 
     async def grants(self, user_id: UUID) -> UserGrants:
         view = await self.user(user_id)
-        names = self._tables.permission_names
-        # A view built before a clear names permissions of the old table: read again.
-        if any(number >= len(names) for role in view.live + view.expired for number in role.permissions):
-            view = await self._load_user(user_id)
-            names = self._tables.permission_names
-        return user_grants(user_id, view.exists, view.disabled, view.live, view.expired, names)
+        return user_grants(user_id, view.exists, view.disabled, view.live, view.expired)
 
     # -- entries ----------------------------------------------------------------------------
 
@@ -277,7 +274,7 @@ class PermissionCache:
                 entry = tables.roles.get(number)
                 if entry is None and number < len(tables.role_ids):
                     entry = found.get(tables.role_ids[number])
-                if entry is None:
+                if entry is None or entry.names is not tables.permission_names:
                     return None  # deleted, or the tables were cleared meanwhile
                 resolved.append(entry)
             return tuple(resolved)
@@ -285,7 +282,7 @@ class PermissionCache:
         live, expired = entries(user.live), entries(user.expired)
         if live is None or expired is None:
             return None
-        return UserView(user_id, True, user.disabled, live, expired)
+        return UserView(tables, user_id, True, user.disabled, live, expired)
 
     async def _single(
         self, loads: dict[K, asyncio.Task[V]], key: K, load: Callable[[], Coroutine[Any, Any, V]]
@@ -305,7 +302,7 @@ class PermissionCache:
         if not snapshot.exists:
             # Unknown users are not kept: creating a user does not bump the RBAC version.
             self._sync.observe(snapshot.version)
-            return UserView(user_id, False, False)
+            return UserView(self._tables, user_id, False, False)
         keep = self._keeps(snapshot.version)
         tables = self._tables
         live: list[RoleEntry] = []
@@ -330,7 +327,7 @@ class PermissionCache:
                 [tables.role_number(role.role_id) for role in expired],
             )
             tables.add_user(user_id.int, record, self._max_users)
-        return UserView(user_id, True, snapshot.disabled, tuple(live), tuple(expired))
+        return UserView(tables, user_id, True, snapshot.disabled, tuple(live), tuple(expired))
 
     def _role(self, grants: RoleGrants, keep: bool) -> RoleEntry:
         """The entry for a role just read: the table's when it has one, else a new one,

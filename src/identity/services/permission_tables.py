@@ -84,14 +84,19 @@ _RELEASE_CHUNK = 5000
 class RoleEntry:
     """A role as checks use it. One per role, shared by every user holding it."""
 
-    __slots__ = ("granted_by", "name", "permissions", "role_id", "wildcard")
+    __slots__ = ("granted_by", "name", "names", "permissions", "role_id", "wildcard")
 
-    def __init__(self, role_id: UUID, name: str, permissions: Collection[int], wildcard: bool) -> None:
+    def __init__(
+        self, role_id: UUID, name: str, permissions: Collection[int], wildcard: bool, names: list[str]
+    ) -> None:
         self.role_id = role_id
         self.name = name
         self.permissions = permissions
         self.wildcard = wildcard
         self.granted_by = (name,)
+        # The interned names its numbers index: those of the tables it was made for (a
+        # clear replaces the tables; an entry made before it keeps meaning what it meant).
+        self.names = names
 
     def carries(self, permission: int | None) -> bool:
         return self.wildcard or (permission is not None and permission in self.permissions)
@@ -128,7 +133,9 @@ class Tables:
     def role_entry(self, grants: RoleGrants) -> RoleEntry:
         numbers = sorted({self.permission(name) for name in grants.permissions})
         carried: Collection[int] = frozenset(numbers) if len(numbers) > _SET_ABOVE else tuple(numbers)
-        return RoleEntry(grants.role_id, grants.name, carried, WILDCARD in grants.permissions)
+        return RoleEntry(
+            grants.role_id, grants.name, carried, WILDCARD in grants.permissions, self.permission_names
+        )
 
     def stale(self, user: User) -> bool:
         """Read before a bulk change to the holders of one of its roles."""
@@ -211,25 +218,20 @@ def _names(roles: list[RoleEntry]) -> tuple[str, ...]:
 
 
 def user_grants(
-    user_id: UUID,
-    exists: bool,
-    disabled: bool,
-    live: tuple[RoleEntry, ...],
-    expired: tuple[RoleEntry, ...],
-    names: list[str],
+    user_id: UUID, exists: bool, disabled: bool, live: tuple[RoleEntry, ...], expired: tuple[RoleEntry, ...]
 ) -> UserGrants:
     """The UserGrants of a cached user (for the admin RPCs and ListUserPermissions); the
     earliest expiry is not kept by the cache."""
     granted: dict[str, set[str]] = {}
     for role in live:
         for number in role.permissions:
-            granted.setdefault(names[number], set()).add(role.name)
+            granted.setdefault(role.names[number], set()).add(role.name)
     return UserGrants(
         user_id=user_id,
         exists=exists,
         disabled=disabled,
         granted={name: tuple(sorted(roles)) for name, roles in granted.items()},
-        expired=frozenset(names[number] for role in expired for number in role.permissions),
+        expired=frozenset(role.names[number] for role in expired for number in role.permissions),
         next_expiry=None,
     )
 
