@@ -366,15 +366,16 @@ async def timed_writes(client: Client, kind: str, repeats: int) -> WriteTiming:
             probes.append((sent, (loop.time() - sent) * 1000))
             await asyncio.sleep(0.002)
 
-    probing = asyncio.ensure_future(prober())
-    await asyncio.sleep(1.0)
-    windows: list[tuple[float, float]] = []
-    durations: list[float] = []
+    # Chosen before the prober starts (a walk over 100k users here would stall it).
     # Users (and roles) apart from the probe's, so that its answer stays the same.
     probe_roles = set(server.shape.roles_of(probe_user))
     holders = sorted(u for u in server.cached if not probe_roles & set(server.shape.roles_of(u)))
     # UpdateRole in pairs (change, then change back), so that the shape stays the client's.
     count = 2 * ((repeats + 1) // 2) if kind == "UpdateRole" else repeats
+    probing = asyncio.ensure_future(prober())
+    await asyncio.sleep(1.0)
+    windows: list[tuple[float, float]] = []
+    durations: list[float] = []
     for i in range(count):
         user = holders[(i // 2 if kind == "UpdateRole" else i) * 7 % len(holders)]
         role = server.shape.roles_of(user)[0]
