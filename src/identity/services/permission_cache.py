@@ -177,13 +177,13 @@ class PermissionCache:
 
     # -- the common check, with no await -------------------------------------------------
 
-    def known(self, secret: str, user_key: str, permission: str) -> Decision | None:
-        """The answer to a peer's question (service key `secret`, user id text `user_key`)
+    def known(self, secret: str, user_id: str, permission: str) -> Decision | None:
+        """The answer to a peer's question (service key `secret`, user id text `user_id`)
         from the tables alone, if key, user, roles (and the catalogue, when the answer
         needs it) are all fresh there; else None: ask `user` and `decide`."""
         if len(secret) > opaque.MAX_OPAQUE_LENGTH or opaque.digest(secret) not in self._keys:
             return None
-        return self.known_for_user(user_key, permission)
+        return self.known_for_user(user_id, permission)
 
     def known_for_user(self, user_id: str, permission: str) -> Decision | None:
         key = user_key(user_id)

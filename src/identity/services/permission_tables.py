@@ -165,7 +165,7 @@ class Tables:
         users[key] = record
 
 
-def release(table: dict[object, object] | dict[int, UserRecord]) -> None:
+def release(table: dict[int, UserRecord]) -> None:
     """Drops a table no longer referenced elsewhere a chunk per event-loop turn, so that
     freeing 100k entries does not hold up the calls in between."""
     if len(table) <= _RELEASE_CHUNK:
