@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast mutate lint typecheck gen bench bench-check bench-peer clean
+.PHONY: install run test test-fast mutate lint typecheck gen bench bench-check bench-peer bench-scale clean
 
 install: $(STAMP) node_modules/.bin/buf  ## .venv with the service and its dev tools, plus buf
 
@@ -48,6 +48,9 @@ bench-check: install  ## CheckPermission against the echo ceiling, p99 at half i
 
 bench-peer: install  ## identity.peer's verification and ValidateToken against bare PyJWT
 	$(PY) scripts/bench/peer_verify.py
+
+bench-scale: install  ## the permission cache with 10k roles, 300k users, 1M assignments vs a small catalogue (BENCH_ARGS for smaller runs)
+	$(PY) scripts/bench/scale.py $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist .dev mutants *.egg-info

@@ -19,10 +19,19 @@ from identity.domain.clock import SteppedClock
 from identity.domain.errors import LoginTaken
 from identity.domain.models import AttemptSlot, Credentials, LoginEvent, LoginOutcome, Session, User
 from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
-from identity.domain.permissions import GrantRow, Role, RoleAssignment, RoleName, ServiceKey
+from identity.domain.permissions import (
+    GrantRow,
+    HeldRole,
+    Role,
+    RoleAssignment,
+    RoleGrants,
+    RoleName,
+    ServiceKey,
+)
+from identity.domain.rbac_changes import LoggedChange, RbacChanges, readable, summarise
 from identity.security.passwords import PasswordHasher
 from identity.store.keys import StoredKey
-from identity.store.roles import GrantSnapshot
+from identity.store.roles import GrantSnapshot, HeldRoles
 from identity.store.sessions import RefreshTokenState, Rotation
 
 
@@ -57,7 +66,8 @@ class State:
 @dataclass
 class RbacState:
     """Roles, assignments, service keys and leases; `version` is rbac_version, bumped by
-    every write as the triggers of migration 0003 bump it."""
+    every write as the triggers of migration 0003 bump it, and `changes` the change log
+    the triggers of migration 0008 write with each bump."""
 
     version: int = 1
     roles: dict[uuid.UUID, Role] = field(default_factory=dict)
@@ -68,7 +78,9 @@ class RbacState:
     leases: dict[uuid.UUID, tuple[int, float]] = field(default_factory=dict)
     # lease id -> (host, pid) of the process holding it
     lease_owners: dict[uuid.UUID, tuple[str, int]] = field(default_factory=dict)
+    changes: list[LoggedChange] = field(default_factory=list)
     snapshots: int = 0
+    role_reads: int = 0
     key_reads: int = 0
     catalogue_reads: int = 0
 
@@ -342,8 +354,13 @@ class FakeRoles:
         self._s = state
         self._r = state.rbac
 
-    def _bump(self) -> None:
+    def _bump(self, *touched: tuple[str, uuid.UUID | None]) -> None:
+        """One version, and its change log rows: (kind, role or user id)."""
         self._r.version += 1
+        for kind, some_id in touched or (("none", None),):
+            user_id = some_id if kind == "user" else None
+            role_id = some_id if kind in ("role", "members") else None
+            self._r.changes.append(LoggedChange(self._r.version, kind, role_id, user_id))
 
     async def lock_for_write(self) -> int:
         return self._r.version
@@ -360,7 +377,7 @@ class FakeRoles:
     async def insert(self, role_id: uuid.UUID, name: RoleName, description: str) -> None:
         now = datetime.now().astimezone()
         self._r.roles[role_id] = Role(role_id, name.display, name.canonical, description, (), False, now, now)
-        self._bump()
+        self._bump(("role", role_id))
 
     async def update(self, role_id: uuid.UUID, name: RoleName | None, description: str | None) -> None:
         role = self._r.roles[role_id]
@@ -369,18 +386,19 @@ class FakeRoles:
         if description is not None:
             role = replace(role, description=description)
         self._r.roles[role_id] = role
-        self._bump()
+        self._bump(("role", role_id))
 
     async def set_permissions(self, role_id: uuid.UUID, names: frozenset[str]) -> None:
         self._r.roles[role_id] = replace(self._r.roles[role_id], permissions=tuple(sorted(names)))
-        self._bump()
+        self._bump(("role", role_id), ("catalogue", None))
 
-    async def prune_catalogue(self) -> None:
+    async def prune_catalogue(self, candidates: Any) -> None:
         return None
 
     async def delete(self, role_id: uuid.UUID) -> bool:
+        holders = [("user", user) for user, role in self._r.assignments if role == role_id]
         self._r.assignments = {k: v for k, v in self._r.assignments.items() if k[1] != role_id}
-        self._bump()
+        self._bump(("role", role_id), *holders)
         return self._r.roles.pop(role_id, None) is not None
 
     async def live_assignment_count(self, role_id: uuid.UUID, now: datetime) -> int:
@@ -390,12 +408,12 @@ class FakeRoles:
         self, user_id: uuid.UUID, role_id: uuid.UUID, expires_at: datetime | None, by: uuid.UUID | None
     ) -> RoleAssignment:
         self._r.assignments[(user_id, role_id)] = expires_at
-        self._bump()
+        self._bump(("user", user_id))
         role = self._r.roles[role_id]
         return RoleAssignment(user_id, role_id, role.name, expires_at, datetime.now().astimezone())
 
     async def revoke(self, user_id: uuid.UUID, role_id: uuid.UUID) -> bool:
-        self._bump()
+        self._bump(("user", user_id))
         return self._r.assignments.pop((user_id, role_id), "absent") != "absent"
 
     async def grant_snapshot(self, user_id: uuid.UUID, as_of: datetime) -> GrantSnapshot:
@@ -413,6 +431,26 @@ class FakeRoles:
         disabled = row is not None and row.user.disabled_at is not None
         return GrantSnapshot(self._r.version, as_of, row is not None, disabled, rows)
 
+    def _grants(self, role: Role) -> RoleGrants:
+        return RoleGrants(role.id, role.name, role.permissions)
+
+    async def held_roles(self, user_id: uuid.UUID) -> HeldRoles:
+        self._r.snapshots += 1
+        await asyncio.sleep(0)  # a query: other tasks run meanwhile
+        row = self._s.users.get(user_id)
+        held = [
+            HeldRole(self._grants(self._r.roles[role_id]), expires_at)
+            for (user, role_id), expires_at in self._r.assignments.items()
+            if user == user_id and row is not None
+        ]
+        disabled = row is not None and row.user.disabled_at is not None
+        return HeldRoles(self._r.version, row is not None, disabled, held)
+
+    async def role_grants(self, role_ids: list[uuid.UUID]) -> tuple[int, list[RoleGrants]]:
+        self._r.role_reads += 1
+        await asyncio.sleep(0)
+        return self._r.version, [self._grants(self._r.roles[r]) for r in role_ids if r in self._r.roles]
+
     async def catalogue(self) -> tuple[int, frozenset[str]]:
         self._r.catalogue_reads += 1
         return self._r.version, frozenset(p for r in self._r.roles.values() for p in r.permissions)
@@ -426,6 +464,18 @@ class FakeServiceKeys:
         self._r.key_reads += 1
         key = self._r.service_keys.get(key_hash)
         return self._r.version, key if key is not None and key.revoked_at is None else None
+
+
+class FakeChangeLog:
+    """RbacChangeRepository over RbacState.changes."""
+
+    def __init__(self, state: State) -> None:
+        self._r = state.rbac
+        self.reads = 0
+
+    async def between(self, after: int, upto: int, limit: int) -> list[LoggedChange]:
+        self.reads += 1
+        return [c for c in self._r.changes if after < c.version <= upto][:limit]
 
 
 class FakeLeases:
@@ -472,6 +522,7 @@ class FakeUnitOfWork:
         self.roles = FakeRoles(state)
         self.service_keys = FakeServiceKeys(state)
         self.rbac_leases = FakeLeases(state, clock)
+        self.rbac_changes = FakeChangeLog(state)
 
 
 class FakeDatabase:
@@ -658,11 +709,15 @@ async def _new_key_ring() -> dict[str, StoredKey]:
 
 class FakeSync:
     """RbacSync as the permission cache and the role service see it: an applied version
-    that only grows, and a lease the test grants or lets lapse on the stepped clock."""
+    that only grows, and a lease the test grants or lets lapse on the stepped clock.
+    A version observed is applied at once, with what `db`'s change log says it touched
+    (everything without a `db`, or for a version the log does not name)."""
 
-    def __init__(self, clock: SteppedClock) -> None:
+    def __init__(self, clock: SteppedClock, db: FakeDatabase | None = None) -> None:
         self._clock = clock
+        self._db = db
         self.applied = -1
+        self.seen = -1
         self.lease_until = 0.0
         self.listening = True
         self.revalidations = 0
@@ -684,10 +739,18 @@ class FakeSync:
         return self.trusted()
 
     def observe(self, version: int) -> None:
+        self.seen = max(self.seen, version)
         if version > self.applied:
-            self.applied = version
+            after = self.applied
+            rows = self._db.state.rbac.changes if self._db is not None and readable(after, version) else []
+            changes = (
+                summarise(after, version, [c for c in rows if after < c.version <= version])
+                if rows
+                else RbacChanges.all_at(version)
+            )
             for callback in self._on_change:
-                callback(version)
+                callback(changes)
+            self.applied = version
 
     async def wait_applied(self, version: int) -> None:
         self.observe(version)
@@ -699,6 +762,7 @@ class FakeListenConnection:
 
     def __init__(self, db: FakeDatabase) -> None:
         self.leases = FakeLeases(db.state, db.clock)
+        self.changes = FakeChangeLog(db.state)
         self._versions: asyncio.Queue[int | BaseException] = asyncio.Queue()
 
     def notify(self, version: int) -> None:

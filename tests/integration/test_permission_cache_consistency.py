@@ -13,9 +13,12 @@ from datetime import timedelta
 from typing import Any
 
 from identity.domain.clock import SystemClock
+from identity.domain.permissions import RolePatch
+from identity.domain.rbac_changes import summarise
 from identity.services.authz_sync import RbacSync
 from identity.services.permission_cache import PermissionCache
 from identity.store.rbac_channel import RbacChannel
+from tests.conftest import register_and_login
 from tests.rbac_support import OPERATOR, give, make_role, new_permission
 
 LEASE = timedelta(seconds=0.9)
@@ -48,6 +51,7 @@ class _DeafConnection:
 
     def __init__(self, connection: Any) -> None:
         self.leases = connection.leases
+        self.changes = connection.changes
 
     async def next_version(self, wait_seconds: float) -> int | None:
         await asyncio.sleep(max(0.0, wait_seconds))
@@ -98,8 +102,8 @@ class _HeldRoles:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._roles, name)
 
-    async def grant_snapshot(self, *args: Any) -> Any:
-        snapshot = await self._roles.grant_snapshot(*args)
+    async def held_roles(self, *args: Any) -> Any:
+        snapshot = await self._roles.held_roles(*args)
         if self._gate.armed:
             self._gate.armed = False
             self._gate.holding.set()
@@ -148,4 +152,44 @@ async def test_a_load_in_flight_across_a_write_is_not_joined_by_a_later_check(
         await asyncio.wait_for(before, 5)
         assert not grants_after.holds(permission)
         # And nothing stale stayed behind for the checks after those.
+        assert not (await cache.grants(user)).holds(permission)
+
+
+async def test_each_rbac_statement_logs_what_it_touched_in_its_transaction(services, account, auth) -> None:
+    other = await register_and_login(auth)
+    permission = new_permission()
+    role = await give(services, account.user_id, permission)
+    await services.roles.assign_role(OPERATOR, other.user_id, str(role.id), None)
+    async with services.db.reader() as uow:
+        before = int(await uow.roles.version())
+    await services.roles.revoke_role(OPERATOR, account.user_id, str(role.id))
+    await services.roles.update_role(OPERATOR, str(role.id), RolePatch(permissions=(new_permission(),)))
+    await services.roles.delete_role(OPERATOR, str(role.id), True)  # cascades to other's assignment
+    async with services.db.reader() as uow:
+        after = int(await uow.roles.version())
+        logged = await uow.rbac_changes.between(before, after, 1000)
+    assert {row.version for row in logged} == set(range(before + 1, after + 1))  # no gap
+    changes = summarise(before, after, logged)
+    assert not changes.everything
+    assert changes.users == {uuid.UUID(account.user_id), uuid.UUID(other.user_id)}
+    assert changes.roles == {role.id} and changes.catalogue
+
+
+async def test_a_revoke_drops_only_that_users_entry_on_every_process(
+    services, settings, account, auth
+) -> None:
+    other = await register_and_login(auth)
+    permission = new_permission()
+    role = await give(services, account.user_id, permission)
+    await services.roles.assign_role(OPERATOR, other.user_id, str(role.id), None)
+    channel = RbacChannel(settings.database_url, connect_timeout=5)
+    async with _cache(services, channel) as cache:
+        user, kept = uuid.UUID(account.user_id), uuid.UUID(other.user_id)
+        assert (await cache.grants(user)).holds(permission)
+        assert (await cache.grants(kept)).holds(permission)
+        assert cache.users == 2
+        assert await services.roles.revoke_role(OPERATOR, account.user_id, str(role.id))
+        # Returned: applied by this process too, and only the revoked user's entry went.
+        assert cache.users == 1
+        assert cache.known_for_user(str(kept), permission) is not None
         assert not (await cache.grants(user)).holds(permission)

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from identity.domain.errors import BackendUnavailable
+from identity.domain.rbac_changes import LoggedChange, RbacChanges
 from identity.services import authz_sync
 from identity.services.authz_sync import RbacSync
-from tests.fakes import FakeChannel, FakeDatabase, FakeLeases, FrozenClock
+from tests.fakes import FakeChangeLog, FakeChannel, FakeDatabase, FakeLeases, FrozenClock
 
 # Short, so that the listener, which waits a third of the lease in real time between
 # looks at the clock, comes round quickly.
@@ -33,7 +34,7 @@ class Stack:
         self.channel = FakeChannel(self.db)
         self.sync = RbacSync(self.db, self.channel, self.clock, lease_ttl=TTL)  # type: ignore[arg-type]
         self.applied: list[int] = []
-        self.sync.on_change(self.applied.append)
+        self.sync.on_change(lambda changes: self.applied.append(changes.version))
 
     @property
     def leases(self) -> dict[uuid.UUID, tuple[int, float]]:
@@ -121,7 +122,8 @@ async def test_a_renewal_that_never_catches_up_drops_the_lease(stack: Stack, mon
     await _until(lambda: len(tries) >= 5)
     await _until(lambda: not stack.sync.trusted())
     assert tries[:5] == [5, 6, 7, 8, 9]
-    assert stack.sync.applied >= 10
+    # Told of 10 by the last refusal, never applied it: never renewed for it either.
+    assert stack.sync.seen >= 10 and stack.sync.applied == tries[-1]
 
 
 async def test_a_lost_connection_drops_the_lease_at_once_and_reconnects(stack: Stack) -> None:
@@ -214,7 +216,8 @@ async def test_a_write_without_a_database_waits_out_the_lease(stack: Stack) -> N
     assert not waiting.done()
     stack.clock.advance(timedelta(seconds=0.3 + MARGIN))
     await asyncio.wait_for(waiting, 1)
-    assert stack.sync.applied == 9
+    assert stack.sync.seen == 9
+    assert stack.sync.applied == -1  # nothing could be read, so nothing was applied
 
 
 async def test_a_write_that_loses_the_database_after_its_commit_still_returns(stack: Stack) -> None:
@@ -290,8 +293,45 @@ async def test_a_process_started_while_postgresql_is_down_keeps_trying_until_it_
     await _until(lambda: stack.sync.trusted(), steps=600)
 
 
-def test_observing_an_older_or_equal_version_changes_nothing(stack: Stack) -> None:
+async def test_observing_records_a_version_that_the_next_catch_up_applies_once(stack: Stack) -> None:
     stack.sync.observe(7)
     stack.sync.observe(7)
     stack.sync.observe(6)
+    assert stack.sync.seen == 7 and stack.sync.applied == -1 and stack.applied == []
+    await stack.sync.catch_up()
+    await stack.sync.catch_up()
     assert stack.sync.applied == 7 and stack.applied == [7]
+
+
+async def test_a_notified_change_hands_the_caches_only_what_the_log_names(stack: Stack) -> None:
+    given: list[RbacChanges] = []
+    stack.sync.on_change(given.append)
+    await stack.sync.start()
+    user = uuid.uuid4()
+    version = stack.bump()
+    stack.db.state.rbac.changes.append(LoggedChange(version, "user", user_id=user))
+    stack.channel.current.notify(version)
+    await _until(lambda: stack.own_lease()[0] == version)
+    assert given == [RbacChanges.all_at(5), RbacChanges(version, users=frozenset({user}))]
+    assert stack.channel.current.changes.reads == 1  # on the listening connection
+
+
+async def test_a_version_whose_changes_cannot_be_read_is_never_acknowledged(
+    stack: Stack, monkeypatch: Any
+) -> None:
+    await stack.sync.start()
+    original = FakeChangeLog.between
+
+    async def unreadable(self: FakeChangeLog, *args: Any) -> Any:
+        raise BackendUnavailable()
+
+    monkeypatch.setattr(FakeChangeLog, "between", unreadable)
+    version = stack.bump()
+    stack.db.state.rbac.changes.append(LoggedChange(version, "none"))
+    stack.channel.current.notify(version)
+    await _until(lambda: not stack.sync.trusted())
+    await asyncio.sleep(0.1)  # reconnecting meanwhile, and failing to apply again
+    assert stack.own_lease()[0] == 5 and stack.sync.applied == 5
+    monkeypatch.setattr(FakeChangeLog, "between", original)
+    await _until(lambda: stack.own_lease()[0] == version and stack.sync.trusted())
+    assert stack.sync.applied == version

@@ -206,6 +206,23 @@ class IssuedServiceKey:
     secret: str = field(repr=False)
 
 
+@dataclass(frozen=True, slots=True)
+class RoleGrants:
+    """A role as the permission cache reads it: its name and the permissions it carries."""
+
+    role_id: UUID
+    name: str
+    permissions: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRole:
+    """One of a user's assignments: the role it gives, until when."""
+
+    role: RoleGrants
+    expires_at: datetime | None
+
+
 @dataclass(frozen=True)
 class GrantRow:
     """One (assignment, permission) pair of a user, as read in one snapshot."""

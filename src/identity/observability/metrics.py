@@ -103,7 +103,7 @@ class Metrics:
         )
         self.cache_invalidations = Counter(
             "identity_permission_cache_invalidations",
-            "Times the permission cache was dropped for a newer RBAC version.",
+            "RBAC changes applied to the permission cache (what they touched dropped, or all).",
             registry=r,
         )
         self.lease_held = Gauge(

@@ -28,7 +28,7 @@ from identity.domain.permissions import (
     is_valid_permission,
     validate_permission,
 )
-from identity.services.permission_cache import CheckCaller, PermissionCache, UserEntry
+from identity.services.permission_cache import CheckCaller, PermissionCache, UserView
 from identity.services.tokens import TokenService
 
 SERVICE_KEY_PREFIX = "sk_"
@@ -92,7 +92,7 @@ class AuthzService:
             )
         caller = await self.caller(credential)
         # Each distinct subject is resolved (and its grants read) once per batch.
-        resolved: dict[Subject, UserEntry | DecisionReason] = {}
+        resolved: dict[Subject, UserView | DecisionReason] = {}
         for item in checks:
             if item.subject not in resolved:
                 try:
@@ -126,19 +126,9 @@ class AuthzService:
             raise UserNotFound()
         return grants.effective()
 
-    async def decide(self, entry: UserEntry, permission: str) -> Decision:
-        """The one decision path: memoised on the user's entry, else reached from the
-        user's grants and the permission catalogue."""
-        known = entry.decisions.get(permission)
-        if known is not None:
-            return known
-        grants = entry.grants
-        if not grants.exists:
-            return Decision(permission, False, DecisionReason.USER_UNKNOWN)
-        catalogue = await self._cache.catalogue()
-        decision = grants.decide(permission, catalogue.permissions)
-        entry.remember(decision, catalogue.version)
-        return decision
+    async def decide(self, view: UserView, permission: str) -> Decision:
+        """The one decision path (the cache's), for a well-formed permission name."""
+        return await self._cache.decide(view, permission)
 
     async def _subject(self, caller: CheckCaller, subject: Subject, *, strict: bool) -> UUID:
         """The user a subject names. Malformed input is INVALID_ARGUMENT for a single

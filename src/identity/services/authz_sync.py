@@ -15,10 +15,13 @@ put on the rare writer instead:
 - A renewal commits only if the process has applied the current version, and takes a
   share lock on `rbac_version`: it either commits before a writer's bump (so that
   writer sees the lease and waits for it) or waits for the writer and sees its version.
-- The NOTIFY makes a process apply the version (drop its caches) and then acknowledge it
-  by renewing. A writer, after its commit, returns only once every live lease has
-  acknowledged its version or lapsed; since nothing can renew without acknowledging,
-  that takes at most one lease time, and normally a few milliseconds.
+- The NOTIFY makes a process apply the version and then acknowledge it by renewing.
+  Applying (`catch_up`) reads what the versions since the last applied one touched from
+  the change log (`rbac_changes`, migration 0008) and hands it to the caches, which drop
+  those entries only (or everything, when the log cannot say); only then does `applied`
+  move. A writer, after its commit, returns only once every live lease has acknowledged
+  its version or lapsed; since nothing can renew without applying first, that takes at
+  most one lease time, and normally a few milliseconds.
 
 Losing PostgreSQL: the listener connection dies, the lease is dropped at once and
 checks go to PostgreSQL, which answers UNAVAILABLE (fail closed). Redis plays no part,
@@ -40,7 +43,9 @@ import structlog
 from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
 from identity.domain.observer import NOOP, Observer
+from identity.domain.rbac_changes import MAX_ROWS_TRIMMED, RbacChanges, readable, summarise
 from identity.store.database import Database
+from identity.store.rbac_changes import RbacChangeRepository
 from identity.store.rbac_channel import RbacChannel, RbacListenConnection
 from identity.store.rbac_leases import RbacLeaseRepository
 
@@ -77,19 +82,25 @@ class RbacSync:
         self._renew_every = self._ttl_seconds / 3
         self.lease_id = uuid.uuid4()
         self._host = socket.gethostname()[:128]
-        # The highest RBAC version this process has applied; caches tagged with it are exact
-        # as long as the lease is valid.
+        # The highest RBAC version whose changes the caches have been given: they hold
+        # nothing a version up to it made stale. The lease is renewed for this one only.
         self.applied = -1
+        # The highest version known to be committed (notified, renewed against, or read by
+        # a cache fill); applied by the next catch-up.
+        self.seen = -1
         # Until when (by the clock's monotonic reading) this process may trust its caches;
         # read on every check.
         self.lease_until = 0.0
-        self._on_change: list[Callable[[int], None]] = []
+        self._on_change: list[Callable[[RbacChanges], None]] = []
+        self._applying = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._listening = False
         self._revalidating: asyncio.Task[None] | None = None
 
-    def on_change(self, callback: Callable[[int], None]) -> None:
+    def on_change(self, callback: Callable[[RbacChanges], None]) -> None:
+        """`callback` is given what each catch-up applies, synchronously (no other task runs
+        between it and `applied` moving); it must not await or walk a whole cache."""
         self._on_change.append(callback)
 
     def trusted(self) -> bool:
@@ -97,11 +108,32 @@ class RbacSync:
         return self._clock.monotonic() < self.lease_until
 
     def observe(self, version: int) -> None:
-        """A committed version seen anywhere (notification, renewal, a fill's snapshot)."""
-        if version > self.applied:
-            self.applied = version
-            for callback in self._on_change:
-                callback(version)
+        """A committed version seen anywhere (notification, renewal, a fill's snapshot); the
+        next catch-up applies it, and always before the lease is renewed for it."""
+        if version > self.seen:
+            self.seen = version
+
+    async def catch_up(self, changes: RbacChangeRepository | None = None) -> None:
+        """Applies every version observed so far: reads what (applied, seen] touched (on
+        `changes`, the listening connection's, else through the pool) and hands it to the
+        caches. Raises BackendUnavailable if PostgreSQL does not answer."""
+        async with self._applying:
+            while self.seen > self.applied:
+                after, upto = self.applied, self.seen
+                if not readable(after, upto):
+                    self._apply(RbacChanges.all_at(upto))
+                    continue
+                if changes is None:
+                    async with self._db.reader() as uow:
+                        rows = await uow.rbac_changes.between(after, upto, MAX_ROWS_TRIMMED + 1)
+                else:
+                    rows = await changes.between(after, upto, MAX_ROWS_TRIMMED + 1)
+                self._apply(summarise(after, upto, rows))
+
+    def _apply(self, changes: RbacChanges) -> None:
+        for callback in self._on_change:
+            callback(changes)
+        self.applied = changes.version
 
     def _drop_lease(self) -> None:
         self.lease_until = 0.0
@@ -166,10 +198,14 @@ class RbacSync:
         await asyncio.shield(task)
         return self.trusted()
 
-    async def _renew(self, leases: RbacLeaseRepository | None = None) -> None:
-        """Renews the lease (on the listening connection's `leases`, else through the
-        pool), catching up first if a newer version has been committed."""
+    async def _renew(
+        self, leases: RbacLeaseRepository | None = None, changes: RbacChangeRepository | None = None
+    ) -> None:
+        """Renews the lease (on the listening connection's `leases` and `changes`, else
+        through the pool), applying first every version seen, and again if a newer one has
+        been committed meanwhile."""
         for _ in range(5):
+            await self.catch_up(changes)
             started = self._clock.monotonic()
             if leases is None:
                 async with self._db.reader() as uow:
@@ -184,7 +220,7 @@ class RbacSync:
                 self.lease_until = max(self.lease_until, started + self._ttl_seconds - self._margin)
                 self._ready.set()
                 return
-            # Behind: drop every cache entry older than `current`, then acknowledge it.
+            # Behind: apply `current` (next time round), then acknowledge it.
             self.observe(current)
         self._drop_lease()
 
@@ -211,13 +247,13 @@ class RbacSync:
 
     async def _listen(self) -> None:
         async with self._channel.listen() as connection:
-            await self._renew(connection.leases)
+            await self._renew(connection.leases, connection.changes)
             self._listening = True
             await self._follow(connection)
 
     async def _follow(self, connection: RbacListenConnection) -> None:
         """Applies each notified version and renews the lease on the listening
-        connection, at least every third of the lease time."""
+        connection (at once after a notification, else every third of the lease time)."""
         next_renewal = self._clock.monotonic() + self._renew_every
         while True:
             latest = await connection.next_version(next_renewal - self._clock.monotonic())
@@ -225,5 +261,5 @@ class RbacSync:
                 self.observe(latest)
             elif self._clock.monotonic() < next_renewal:
                 continue
-            await self._renew(connection.leases)
+            await self._renew(connection.leases, connection.changes)
             next_renewal = self._clock.monotonic() + self._renew_every

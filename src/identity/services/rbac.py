@@ -210,7 +210,7 @@ class RoleService:
             await uow.roles.update(target, new_name, description)
             if permissions is not None:
                 await uow.roles.set_permissions(target, permissions)
-                await uow.roles.prune_catalogue()
+                await uow.roles.prune_catalogue(role.permissions)
             updated = await uow.roles.get(target)
         assert updated is not None
         return updated
@@ -229,7 +229,7 @@ class RoleService:
                 raise RoleInUse()
             # Assignments go with the role (ON DELETE CASCADE), in this transaction.
             await uow.roles.delete(target)
-            await uow.roles.prune_catalogue()
+            await uow.roles.prune_catalogue(role.permissions)
 
     # -- assignments -------------------------------------------------------------------
 

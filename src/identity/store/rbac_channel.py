@@ -1,5 +1,6 @@
-"""The connection that listens for RBAC version changes (NOTIFY identity_rbac) and
-renews this process's cache lease on the same socket (services/authz_sync.py)."""
+"""The connection that listens for RBAC version changes (NOTIFY identity_rbac), reads
+what they touched and renews this process's cache lease on the same socket
+(services/authz_sync.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from identity.store.notifications import highest_notified, listening
+from identity.store.rbac_changes import RbacChangeRepository
 from identity.store.rbac_leases import RbacLeaseRepository
 from identity.store.rows import Conn
 
@@ -17,6 +19,7 @@ class RbacListenConnection:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
         self.leases = RbacLeaseRepository(conn)
+        self.changes = RbacChangeRepository(conn)
 
     async def next_version(self, wait_seconds: float) -> int | None:
         """The highest version notified within `wait_seconds`, or None."""

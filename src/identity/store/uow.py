@@ -9,6 +9,7 @@ from identity.store.keys import SigningKeyRepository
 from identity.store.login_history import LoginHistoryRepository
 from identity.store.mfa_tickets import MfaTicketRepository
 from identity.store.partitions import PartitionRepository
+from identity.store.rbac_changes import RbacChangeRepository
 from identity.store.rbac_leases import RbacLeaseRepository
 from identity.store.recovery_codes import RecoveryCodeRepository
 from identity.store.roles import RoleRepository
@@ -35,6 +36,7 @@ class UnitOfWork:
         self.roles = RoleRepository(conn)
         self.service_keys = ServiceKeyRepository(conn)
         self.rbac_leases = RbacLeaseRepository(conn)
+        self.rbac_changes = RbacChangeRepository(conn)
         self.totp = TotpFactorRepository(conn)
         self.mfa_tickets = MfaTicketRepository(conn)
         self.recovery_codes = RecoveryCodeRepository(conn)
