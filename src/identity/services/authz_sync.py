@@ -44,6 +44,7 @@ from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
 from identity.domain.observer import NOOP, Observer
 from identity.domain.rbac_changes import MAX_ROWS_TRIMMED, RbacChanges, readable, summarise
+from identity.services.single_flight import SingleFlight
 from identity.store.database import Database
 from identity.store.rbac_changes import RbacChangeRepository
 from identity.store.rbac_channel import RbacChannel, RbacListenConnection
@@ -54,11 +55,6 @@ log = structlog.get_logger("identity.rbac_sync")
 _RECONNECT_DELAY = 0.5
 _MAX_RECONNECT_DELAY = 5.0
 _STALE_LEASE_RETENTION = timedelta(hours=1)
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    if not task.cancelled():
-        task.exception()  # reported to the awaiters; not "never retrieved"
 
 
 class RbacSync:
@@ -96,7 +92,7 @@ class RbacSync:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._listening = False
-        self._revalidating: asyncio.Task[None] | None = None
+        self._revalidation = SingleFlight(self._renew)
 
     def on_change(self, callback: Callable[[RbacChanges], None]) -> None:
         """`callback` is given what each catch-up applies, synchronously (no other task runs
@@ -190,12 +186,7 @@ class RbacSync:
         Raises BackendUnavailable if PostgreSQL does not answer (the check fails closed)."""
         if not self._listening:
             return False
-        task = self._revalidating
-        if task is None or task.done():
-            task = asyncio.ensure_future(self._renew())
-            task.add_done_callback(_retrieve)
-            self._revalidating = task
-        await asyncio.shield(task)
+        await self._revalidation()
         return self.trusted()
 
     async def _renew(
