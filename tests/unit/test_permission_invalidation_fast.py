@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from identity.domain.permissions import role_name
 from identity.domain.rbac_changes import (
     MAX_ROWS_TRIMMED,
     MAX_VERSIONS_TRIMMED,
@@ -21,53 +20,13 @@ from identity.domain.rbac_changes import (
     summarise,
 )
 from identity.services import permission_tables
-from identity.services.permission_cache import PermissionCache
 from identity.services.permission_tables import Tables, User, deadline_of, pack_user, release, user_key
-from tests.fakes import FakeDatabase, FakeRoles, FakeSync, FrozenClock
+from tests.fakes import FakeRoles
+from tests.unit.rbac_harness import Rbac
 
 PUBLISH = "catalog.films.publish"
 DELETE = "catalog.films.delete"
 BILLING = "billing.refund"
-
-
-class Rbac:
-    def __init__(self, max_users: int = 100) -> None:
-        self.clock = FrozenClock()
-        self.db = FakeDatabase(self.clock)
-        self.sync = FakeSync(self.clock, self.db)
-        self.sync.grant_lease(3600)
-        self.cache = PermissionCache(self.db, self.sync, self.clock, max_users=max_users)  # type: ignore[arg-type]
-
-    @property
-    def user_reads(self) -> int:
-        return self.db.state.rbac.snapshots
-
-    @property
-    def role_reads(self) -> int:
-        return self.db.state.rbac.role_reads
-
-    async def user(self, login: str) -> uuid.UUID:
-        async with self.db.transaction() as uow:
-            user = await uow.users.create(uuid.uuid4(), login, login, None, b"")
-        return user.id
-
-    async def role(self, *permissions: str) -> uuid.UUID:
-        role_id = uuid.uuid4()
-        async with self.db.transaction() as uow:
-            await uow.roles.insert(role_id, role_name(f"role-{role_id.hex[:8]}"), "")
-            await uow.roles.set_permissions(role_id, frozenset(permissions))
-        return role_id
-
-    async def give(self, user_id: uuid.UUID, role_id: uuid.UUID) -> None:
-        async with self.db.transaction() as uow:
-            await uow.roles.assign(user_id, role_id, None, None)
-
-    def apply(self) -> None:
-        """What the sync does on a notification: apply the committed version."""
-        self.sync.observe(self.db.state.rbac.version)
-
-    async def holds(self, user_id: uuid.UUID, permission: str) -> bool:
-        return (await self.cache.decide(await self.cache.user(user_id), permission)).allowed
 
 
 async def _three_users(rbac: Rbac) -> tuple[uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID, uuid.UUID]:

@@ -5,65 +5,28 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from identity.domain.errors import BackendUnavailable, EscalationDenied, PermissionDenied, ServiceKeyInvalid
 from identity.domain.permissions import (
-    ROLES_ASSIGN,
     ROLES_WRITE,
     WILDCARD,
     DecisionReason,
     RolePatch,
     ServiceKey,
-    role_name,
 )
 from identity.security import opaque
-from identity.services.permission_cache import CheckCaller, PermissionCache
-from identity.services.rbac import Actor, RoleService
-from tests.fakes import FakeDatabase, FakeRoles, FakeSync, FrozenClock
+from identity.services.permission_cache import CheckCaller
+from identity.services.rbac import Actor
+from tests.fakes import FakeRoles
+from tests.unit.rbac_harness import Rbac
 
 PUBLISH = "catalog.films.publish"
 DELETE = "catalog.films.delete"
 BILLING = "billing.refund"
-
-
-class Rbac:
-    def __init__(self, max_users: int = 100) -> None:
-        self.clock = FrozenClock()
-        self.db = FakeDatabase(self.clock)
-        self.sync = FakeSync(self.clock, self.db)
-        self.sync.grant_lease(3600)
-        self.cache = PermissionCache(self.db, self.sync, self.clock, max_users=max_users)  # type: ignore[arg-type]
-        self.roles = RoleService(self.db, self.cache, self.sync, None, None, self.clock)  # type: ignore[arg-type]
-
-    @property
-    def snapshots(self) -> int:
-        return self.db.state.rbac.snapshots
-
-    async def user(self, login: str) -> uuid.UUID:
-        async with self.db.transaction() as uow:
-            user = await uow.users.create(uuid.uuid4(), login, login, None, b"")
-        return user.id
-
-    async def role(self, *permissions: str, name: str | None = None) -> uuid.UUID:
-        role_id = uuid.uuid4()
-        async with self.db.transaction() as uow:
-            await uow.roles.insert(role_id, role_name(name or f"role-{role_id.hex[:8]}"), "")
-            await uow.roles.set_permissions(role_id, frozenset(permissions))
-        return role_id
-
-    async def give(self, user_id: uuid.UUID, role_id: uuid.UUID, expires_at: datetime | None = None) -> None:
-        async with self.db.transaction() as uow:
-            await uow.roles.assign(user_id, role_id, expires_at, None)
-
-    async def delegate(self, *held: str) -> Actor:
-        """A user holding the admin permissions and `held`, not a superuser."""
-        user_id = await self.user(f"delegate-{uuid.uuid4().hex[:6]}")
-        await self.give(user_id, await self.role(ROLES_WRITE, ROLES_ASSIGN, *held))
-        return Actor(user_id)
 
 
 # -- the escalation rule ---------------------------------------------------------------
