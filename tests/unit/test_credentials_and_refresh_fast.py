@@ -266,6 +266,8 @@ async def test_a_refresh_answers_a_working_pair_and_marks_the_session_used(fast:
     claims = await fast.tokens.validate(renewed.access_token)
     assert (claims.subject, claims.session_id) == (user_id, issued.session_id)
     session = fast.db.state.sessions[issued.session_id]
+    # How and when the user signed in carry over: the refresh is not a new sign-in.
+    assert (claims.amr, claims.auth_time) == (("pwd",), session.auth_time.replace(microsecond=0))
     assert abs(session.last_used_at - fast.clock.now()) < timedelta(seconds=5)
     # The new token works once more; the old one is spent.
     await fast.auth.refresh(renewed.refresh_token, CLIENT)
