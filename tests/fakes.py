@@ -7,9 +7,10 @@ everything that claims to test PostgreSQL or Redis uses the real ones."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from typing import Any
 from identity.domain.clock import SteppedClock
 from identity.domain.errors import LoginTaken
 from identity.domain.models import AttemptSlot, Credentials, LoginEvent, LoginOutcome, Session, User
+from identity.domain.observer import NOOP, NoopObserver, Observer, RefreshOutcome, ThrottleScope
 from identity.domain.paging import HistoryCursor, SessionCursor, TimeRange
 from identity.domain.permissions import (
     GrantRow,
@@ -577,8 +579,8 @@ class FakeRedis:
 class CountingHasher(PasswordHasher):
     """The real bcrypt hasher, counting the checks it makes (a dummy-hash check counts too)."""
 
-    def __init__(self) -> None:
-        super().__init__(rounds=4, concurrency=2)
+    def __init__(self, observer: Observer = NOOP) -> None:
+        super().__init__(rounds=4, concurrency=2, observer=observer)
         self.verifications = 0
 
     async def verify(self, password: str, password_hash: bytes | None) -> bool:
@@ -602,6 +604,34 @@ class FastServices:
     account: Any
 
 
+class RecordingObserver(NoopObserver):
+    """The events the services report (what the metrics count), in order."""
+
+    def __init__(self) -> None:
+        self.password_checks: list[tuple[LoginOutcome, bool]] = []
+        self.refreshes: list[RefreshOutcome] = []
+        self.throttles: list[ThrottleScope] = []
+        self.lockouts = 0
+        self.bcrypt_operations: list[str] = []
+
+    def password_check(self, outcome: LoginOutcome, *, reauthentication: bool) -> None:
+        self.password_checks.append((outcome, reauthentication))
+
+    def refresh(self, outcome: RefreshOutcome) -> None:
+        self.refreshes.append(outcome)
+
+    def throttled(self, scope: ThrottleScope) -> None:
+        self.throttles.append(scope)
+
+    def account_locked(self) -> None:
+        self.lockouts += 1
+
+    @contextlib.contextmanager
+    def bcrypt(self, operation: str) -> Iterator[None]:
+        self.bcrypt_operations.append(operation)
+        yield
+
+
 class FrozenClock(SteppedClock):
     """A clock that moves only when stepped, for tests at an exact boundary."""
 
@@ -623,10 +653,13 @@ def fast_services(
     per_account: int = 10,
     per_ip: int = 1000,
     clock: SteppedClock | None = None,
+    observer: Observer = NOOP,
+    ended: Any = None,
     **policy: Any,
 ) -> FastServices:
     """Services wired as the composition root wires them, over a fresh in-memory store
-    holding a copy of `keys` (a key ring made once: RSA key generation is slow)."""
+    holding a copy of `keys` (a key ring made once: RSA key generation is slow); `ended`
+    is what TokenService reads of EndedSessions (the real one needs a LISTEN channel)."""
     from identity.security.secretbox import SecretBox
     from identity.services.account import AccountService
     from identity.services.auth import AuthService
@@ -641,7 +674,7 @@ def fast_services(
     db = FakeDatabase()
     db.state.keys = dict(keys)
     redis = FakeRedis(clock)
-    hasher = CountingHasher()
+    hasher = CountingHasher(observer)
     token_policy = TokenPolicy(
         **{
             "issuer": "identity",
@@ -660,9 +693,22 @@ def fast_services(
         refresh_interval=timedelta(minutes=5),
         retire_grace=timedelta(minutes=20),
     )
-    tokens = TokenService(db, key_service, token_policy, clock)  # type: ignore[arg-type]
-    throttle = LoginThrottle(redis, per_account=per_account, per_ip=per_ip, window=timedelta(minutes=15))  # type: ignore[arg-type]
-    credentials = CredentialCheck(db, hasher, throttle, clock, max_failed_logins=max_failed_logins)  # type: ignore[arg-type]
+    tokens = TokenService(db, key_service, token_policy, clock, ended=ended)  # type: ignore[arg-type]
+    throttle = LoginThrottle(
+        redis,  # type: ignore[arg-type]
+        per_account=per_account,
+        per_ip=per_ip,
+        window=timedelta(minutes=15),
+        observer=observer,
+    )
+    credentials = CredentialCheck(
+        db,  # type: ignore[arg-type]
+        hasher,
+        throttle,
+        clock,
+        max_failed_logins=max_failed_logins,
+        observer=observer,
+    )
     return FastServices(
         clock=clock,
         db=db,
@@ -671,7 +717,7 @@ def fast_services(
         policy=token_policy,
         tokens=tokens,
         credentials=credentials,
-        auth=AuthService(db, hasher, tokens, credentials, clock),  # type: ignore[arg-type]
+        auth=AuthService(db, hasher, tokens, credentials, clock, observer=observer),  # type: ignore[arg-type]
         sessions=SessionService(db, PageTokens(FAST_SECRET), token_policy, clock),  # type: ignore[arg-type]
         account=AccountService(db, hasher, credentials, token_policy, clock),  # type: ignore[arg-type]
     )

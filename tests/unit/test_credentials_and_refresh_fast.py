@@ -4,6 +4,7 @@ disabled accounts, and the grace window for a client retrying a lost refresh ans
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -29,7 +30,8 @@ from identity.domain.models import ClientInfo, LoginOutcome, Principal
 from identity.security.keyring import load_private_key
 from identity.security.secretbox import SecretBox
 from identity.services.auth import AuthService
-from tests.fakes import FAST_SECRET, FastServices, FrozenClock, fast_services
+from identity.services.credentials import BUSY_RETRY_AFTER_SECONDS, LOCKOUT_RETRY_AFTER_SECONDS
+from tests.fakes import FAST_SECRET, FakeSessions, FastServices, FrozenClock, fast_services
 
 CLIENT = ClientInfo(ip="192.0.2.7", user_agent="fast-tier/1")
 PASSWORD = "correct horse battery staple"
@@ -176,6 +178,69 @@ async def test_a_successful_reauthentication_resets_the_count(fast: FastServices
     assert await _failed_logins(fast, user_id) == 0
 
 
+async def _hold_every_slot(fast: FastServices, user_id: uuid.UUID, limit: int) -> None:
+    """Reservations of checks still in flight (on another process, say)."""
+    async with fast.db.transaction() as uow:
+        for _ in range(limit):
+            await uow.users.reserve_attempt(
+                user_id=user_id, limit=limit, now=fast.clock.now(), hold=timedelta(seconds=60)
+            )
+
+
+async def test_a_login_while_every_slot_is_in_flight_is_throttled_and_recorded_for_its_account(
+    key_ring,
+) -> None:
+    fast = fast_services(key_ring, max_failed_logins=1)
+    user_id = await _user(fast)
+    await _hold_every_slot(fast, user_id, 1)
+    with pytest.raises(Throttled) as busy:
+        await fast.auth.login("ann", PASSWORD, CLIENT)
+    assert type(busy.value) is Throttled and busy.value.retry_after_seconds == BUSY_RETRY_AFTER_SECONDS
+    assert fast.db.history(user_id) == [LoginOutcome.THROTTLED]
+    assert fast.hasher.verifications == 0 and await _failed_logins(fast, user_id) == 0
+
+
+async def test_a_reauthentication_while_every_slot_is_in_flight_is_throttled_not_locked(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=1)
+    user_id = await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    caller = Principal(user_id, issued.session_id, "jti")
+    await _hold_every_slot(fast, user_id, 1)
+    with pytest.raises(Throttled) as busy:
+        await fast.credentials.by_user(caller, PASSWORD, "password", CLIENT)
+    assert type(busy.value) is Throttled  # not AccountLocked: no password was found wrong
+    (owner, event) = fast.db.state.history[-1]
+    assert (owner, event.outcome, event.session_id) == (user_id, LoginOutcome.THROTTLED, issued.session_id)
+
+
+class _StalledHasher:
+    """A hash check that never finishes until cancelled (a client that hung up mid-check)."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+
+    async def verify(self, password: str, password_hash: bytes | None) -> bool:
+        self.started.set()
+        await asyncio.Event().wait()
+        return False
+
+
+async def test_a_check_cancelled_mid_hash_frees_its_slot_at_once(key_ring) -> None:
+    fast = fast_services(key_ring, max_failed_logins=1)
+    user_id = await _user(fast)
+    stalled = _StalledHasher()
+    fast.credentials._hasher = stalled
+    attempt = asyncio.create_task(fast.auth.login("ann", PASSWORD, CLIENT))
+    await stalled.started.wait()
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    fast.credentials._hasher = fast.hasher
+    # The only slot is free again now, not a minute later; nothing counted as a failure.
+    assert (await fast.auth.login("ann", PASSWORD, CLIENT)).user_id == user_id
+    assert await _failed_logins(fast, user_id) == 0
+
+
 # -- refresh -------------------------------------------------------------------------
 
 
@@ -201,6 +266,8 @@ async def test_a_refresh_answers_a_working_pair_and_marks_the_session_used(fast:
     claims = await fast.tokens.validate(renewed.access_token)
     assert (claims.subject, claims.session_id) == (user_id, issued.session_id)
     session = fast.db.state.sessions[issued.session_id]
+    # How and when the user signed in carry over: the refresh is not a new sign-in.
+    assert (claims.amr, claims.auth_time) == (("pwd",), session.auth_time.replace(microsecond=0))
     assert abs(session.last_used_at - fast.clock.now()) < timedelta(seconds=5)
     # The new token works once more; the old one is spent.
     await fast.auth.refresh(renewed.refresh_token, CLIENT)
@@ -442,8 +509,9 @@ async def test_a_refused_reauthentication_is_recorded_with_the_calling_session(k
     caller = Principal(user_id, issued.session_id, "jti")
     with pytest.raises(PasswordIncorrect):
         await fast.credentials.by_user(caller, "not the password", "password", CLIENT)
-    with pytest.raises(AccountLocked):
+    with pytest.raises(AccountLocked) as locked:
         await fast.credentials.by_user(caller, PASSWORD, "password", CLIENT)
+    assert locked.value.retry_after_seconds == LOCKOUT_RETRY_AFTER_SECONDS  # sent as RetryInfo
     async with fast.db.transaction() as uow:
         await uow.users.unlock(user_id)
         await uow.users.set_disabled(user_id, True)
@@ -455,3 +523,65 @@ async def test_a_refused_reauthentication_is_recorded_with_the_calling_session(k
         (LoginOutcome.LOCKED_OUT, issued.session_id),
         (LoginOutcome.ACCOUNT_DISABLED, issued.session_id),
     ]
+
+
+async def test_a_client_may_retry_a_lost_answer_more_than_once_within_the_grace_window(
+    fast: FastServices,
+) -> None:
+    await _user(fast)
+    auth = _with_grace(fast, 10)
+    issued = await auth.login("ann", PASSWORD, CLIENT)
+    await auth.refresh(issued.refresh_token, CLIENT)
+    first_retry = await auth.refresh(issued.refresh_token, CLIENT)
+    fast.clock.advance(timedelta(seconds=5))
+    second_retry = await auth.refresh(issued.refresh_token, CLIENT)
+    assert second_retry.session_id == issued.session_id
+    with pytest.raises(RefreshTokenReused):  # the answer of the first retry was replaced
+        await auth.refresh(first_retry.refresh_token, CLIENT)
+
+
+async def test_a_retried_refresh_answers_a_token_of_the_same_user_session_and_sign_in(
+    fast: FastServices,
+) -> None:
+    user_id = await _user(fast)
+    auth = _with_grace(fast, 10)
+    issued = await auth.login("ann", PASSWORD, CLIENT)
+    signed_in = fast.db.state.sessions[issued.session_id].auth_time
+    fast.clock.advance(timedelta(hours=1))
+    await auth.refresh(issued.refresh_token, CLIENT)
+    fast.clock.advance(timedelta(seconds=3))
+    retried = await auth.refresh(issued.refresh_token, CLIENT)
+    assert (retried.user_id, retried.session_id, retried.expires_in_seconds) == (
+        user_id,
+        issued.session_id,
+        900,
+    )
+    claims = await fast.tokens.validate(retried.access_token)
+    assert (claims.subject, claims.session_id, claims.amr) == (user_id, issued.session_id, ("pwd",))
+    assert claims.auth_time == signed_in.replace(microsecond=0)  # when the user signed in, not now
+
+
+async def test_a_live_token_is_rotated_in_one_call_without_a_transaction(fast: FastServices) -> None:
+    await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    before = fast.db.transactions
+    await fast.auth.refresh(issued.refresh_token, CLIENT)
+    assert fast.db.transactions == before
+
+
+async def test_the_general_path_rotates_a_live_token_when_the_one_call_rotation_declines(
+    key_ring, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def decline(*_args: object, **_kwargs: object) -> None:
+        return None
+
+    fast = fast_services(key_ring, clock=FrozenClock())
+    await _user(fast)
+    issued = await fast.auth.login("ann", PASSWORD, CLIENT)
+    monkeypatch.setattr(FakeSessions, "rotate_live_refresh_token", decline)
+    fast.clock.advance(timedelta(minutes=5))
+    renewed = await fast.auth.refresh(issued.refresh_token, CLIENT)
+    assert renewed.session_id == issued.session_id
+    assert fast.db.state.sessions[issued.session_id].last_used_at == fast.clock.now()
+    with pytest.raises(RefreshTokenReused):  # the token it replaced is spent
+        await fast.auth.refresh(issued.refresh_token, CLIENT)

@@ -137,6 +137,28 @@ def test_decoding_gives_back_what_was_issued() -> None:
     assert listed.audience == ("other", "cinema")
 
 
+def test_how_and_when_the_user_authenticated_survive_decoding() -> None:
+    signed_in = NOW - timedelta(hours=3)
+    token, _ = encode_access_token(
+        key=KEY,
+        kid="kid-1",
+        issuer="identity",
+        audience="cinema",
+        user_id=USER,
+        session_id=SESSION,
+        now=NOW,
+        ttl=timedelta(minutes=15),
+        amr=("pwd", "otp"),
+        auth_time=signed_in,
+    )
+    claims = _decode(token)
+    assert claims.amr == ("pwd", "otp")
+    assert claims.auth_time == signed_in.replace(microsecond=0)
+    # A token from before these claims existed says nothing of either.
+    bare = _decode(_signed(_claims()))
+    assert (bare.amr, bare.auth_time) == ((), None)
+
+
 def test_any_configured_audience_is_accepted_and_no_other() -> None:
     assert _decode(_issue(audience="tickets"), audiences=("cinema", "tickets")).audience == ("tickets",)
     with pytest.raises(TokenRejected):
@@ -162,6 +184,9 @@ def test_any_configured_audience_is_accepted_and_no_other() -> None:
         {"nbf": "0"},
         {"nbf": False},
         {"exp": 10**20},
+        {"amr": "pwd"},
+        {"amr": ["pwd", 1]},
+        {"auth_time": "0"},
     ],
 )
 def test_a_token_with_a_missing_or_malformed_claim_is_rejected(change: dict[str, object]) -> None:

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import re
 import uuid
 from datetime import UTC, datetime
 
 import pyotp
 import pytest
+import segno
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from identity.domain.errors import InvalidArgument
 from identity.domain.mfa import ProofKind, any_code, format_recovery_code, time_step, verify_mfa_proof
@@ -42,6 +48,16 @@ def test_only_the_current_and_with_skew_the_previous_step_match() -> None:
     assert totp.matching_step(secret, totp.code_at_step(secret, now), now, 1) == now
 
 
+def test_a_code_of_the_next_step_is_not_accepted_early() -> None:
+    secret = totp.new_secret()
+    now = 1_800_000_000 // 30
+    for ahead in (1, 2):
+        code = totp.code_at_step(secret, now + ahead)
+        if code in {totp.code_at_step(secret, now - back) for back in (0, 1)}:  # a collision
+            continue
+        assert totp.matching_step(secret, code, now, 1) is None
+
+
 def test_secrets_are_160_random_bits_and_agree_with_pyotp() -> None:
     secrets_ = {totp.new_secret() for _ in range(50)}
     assert len(secrets_) == 50
@@ -60,6 +76,28 @@ def test_uri_and_qr_code() -> None:
         and 'xmlns="http://www.w3.org/2000/svg"' in svg
         and svg.rstrip().endswith("</svg>")
     )
+
+
+@pytest.mark.parametrize("account_length", [3, 12, 40, 64])
+def test_the_qr_code_is_titled_and_drawn_at_4_px_a_module_with_medium_error_correction(
+    account_length: int,
+) -> None:
+    uri = totp.provisioning_uri("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", "a" * account_length, "Cinema")
+    svg = totp.qr_code_svg(uri)
+    assert "<title>TOTP QR code</title>" in svg  # what a screen reader announces
+    # Level M ("medium") at 4 px a module, whatever size of symbol the URI needs.
+    width, height = segno.make(uri, error="m").symbol_size(scale=4)
+    assert re.search(r'<svg [^>]*width="(\d+)" height="(\d+)"', svg).groups() == (str(width), str(height))  # type: ignore[union-attr]
+
+
+def test_a_recovery_code_digest_is_hmac_sha256_under_the_documented_key() -> None:
+    """Stored digests depend on this derivation: changing it locks out every saved code."""
+    master, user, code = b"m" * 32, uuid.uuid4(), "abcdefghijklmnop"
+    key = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"identity.recovery.v1", info=b"recovery-codes"
+    ).derive(master)
+    expected = hmac.new(key, user.bytes + code.encode("ascii"), hashlib.sha256).digest()
+    assert totp.RecoveryCodeHasher(master).digest(user, code) == expected
 
 
 def test_recovery_codes_are_80_bits_and_their_digests_are_keyed_and_per_user() -> None:
