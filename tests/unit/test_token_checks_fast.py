@@ -28,11 +28,21 @@ class Memory:
 
     def __init__(self) -> None:
         self.lease = True
+        # Whether a renewal asked for by a check would get the lease back (False: as with
+        # PostgreSQL lost).
+        self.renewable = False
+        self.renewals = 0
         self.ended: set[uuid.UUID] = set()
         self.known: dict[uuid.UUID, SessionFacts] = {}
 
     def trusted(self) -> bool:
         return self.lease
+
+    async def revalidate(self) -> bool:
+        self.renewals += 1
+        self.lease = self.renewable
+        return self.lease
+
 
     def is_ended(self, session_id: uuid.UUID) -> bool:
         return session_id in self.ended
@@ -125,4 +135,17 @@ async def test_a_token_of_a_session_idle_past_a_short_idle_lifetime_is_refused(k
     await fast.tokens.validate(issued.access_token)
     fast.clock.advance(timedelta(minutes=14))  # the token is still valid; the session is idle
     with pytest.raises(SessionExpired, match="idle"):
+        await fast.tokens.validate(issued.access_token)
+
+
+async def test_a_check_that_finds_the_lease_lapsed_renews_it_and_answers_from_memory(key_ring) -> None:
+    fast, memory, issued = await _signed_in(key_ring)
+    await fast.tokens.validate(issued.access_token)  # the session's facts are in memory
+    memory.lease, memory.renewable = False, True
+    _database_down(fast)  # no row read: it would fail
+    assert (await fast.tokens.validate(issued.access_token)).session_id == issued.session_id
+    assert memory.renewals == 1
+    memory.ended.add(issued.session_id)
+    memory.lease = False
+    with pytest.raises(SessionRevoked):
         await fast.tokens.validate(issued.access_token)
