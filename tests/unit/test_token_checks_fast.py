@@ -43,7 +43,6 @@ class Memory:
         self.lease = self.renewable
         return self.lease
 
-
     def is_ended(self, session_id: uuid.UUID) -> bool:
         return session_id in self.ended
 
