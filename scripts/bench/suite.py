@@ -55,7 +55,6 @@ import check_permission as cp
 from identity.config import Secret, Settings
 from identity.container import build_services
 from identity.domain.models import ClientInfo, IssuedTokens
-
 from identity.logging import configure_logging
 from identity.services.rbac import Actor
 from identity.store.migrate import upgrade
