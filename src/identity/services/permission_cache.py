@@ -246,12 +246,15 @@ class PermissionCache:
         if view is not None:
             return view
         self._observer.permission_cache(CacheEvent.MISS)
-        user = self._fresh(self._tables.users.get(key))
+        tables = self._tables
+        user = self._fresh(tables.users.get(key))
         if user is not None:
             # Only roles are missing (changed since): read those, not the user.
-            missing = self._tables.missing(user)
+            missing = tables.missing(user)
             found = await self._single(self._role_loads, tuple(missing), lambda: self._load_roles(missing))
-            view = self._view_with(user, user_id, found)
+            # The record's role numbers mean something only in the tables it came from: if
+            # those were replaced meanwhile, read the user again.
+            view = self._view_with(user, user_id, found) if self._tables is tables else None
             if view is not None:
                 return view
         return await self._single(self._user_loads, user_id, lambda: self._load_user(user_id))
