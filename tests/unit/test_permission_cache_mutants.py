@@ -16,12 +16,10 @@ from identity.domain.errors import BackendUnavailable
 from identity.domain.observer import NOOP, CacheEvent
 from identity.domain.permissions import (
     WILDCARD,
-    Decision,
     DecisionReason,
     RoleGrants,
     ServiceKey,
     UserGrants,
-    role_name,
 )
 from identity.domain.rbac_changes import (
     MAX_ROWS_TRIMMED,
@@ -34,9 +32,11 @@ from identity.domain.rbac_changes import (
 from identity.security import opaque
 from identity.services import authz_sync, permission_tables
 from identity.services.authz_sync import RbacSync
-from identity.services.permission_cache import CheckCaller, PermissionCache
+from identity.services.permission_cache import CheckCaller
 from identity.services.permission_tables import Tables, User, decide, pack_user, user_grants, user_key
-from tests.fakes import FakeChangeLog, FakeChannel, FakeDatabase, FakeRoles, FakeSync, FrozenClock
+from tests.fakes import FakeChangeLog, FakeChannel, FakeDatabase, FakeRoles, FrozenClock
+from tests.unit.rbac_harness import Rbac as RbacHarness
+from tests.unit.rbac_harness import fields
 
 PUBLISH = "catalog.films.publish"
 DELETE = "catalog.films.delete"
@@ -56,66 +56,10 @@ class Events:
         self.seen.append(event)
 
 
-class Rbac:
+class Rbac(RbacHarness):
     def __init__(self) -> None:
-        self.clock = FrozenClock()
-        self.db = FakeDatabase(self.clock)
-        self.sync = FakeSync(self.clock, self.db)
-        self.sync.grant_lease(3600)
         self.events = Events()
-        self.cache = PermissionCache(
-            self.db,
-            self.sync,
-            self.clock,
-            max_users=100,
-            observer=self.events,  # type: ignore[arg-type]
-        )
-
-    @property
-    def state(self) -> Any:
-        return self.db.state.rbac
-
-    async def user(self, login: str) -> uuid.UUID:
-        async with self.db.transaction() as uow:
-            user = await uow.users.create(uuid.uuid4(), login, login, None, b"")
-        return user.id
-
-    async def role(self, *permissions: str) -> uuid.UUID:
-        role_id = uuid.uuid4()
-        async with self.db.transaction() as uow:
-            await uow.roles.insert(role_id, role_name(f"role-{role_id.hex[:8]}"), "")
-            await uow.roles.set_permissions(role_id, frozenset(permissions))
-        return role_id
-
-    async def give(self, user_id: uuid.UUID, role_id: uuid.UUID) -> None:
-        async with self.db.transaction() as uow:
-            await uow.roles.assign(user_id, role_id, None, None)
-
-    async def give_until(self, user_id: uuid.UUID, role_id: uuid.UUID, seconds: float) -> None:
-        async with self.db.transaction() as uow:
-            await uow.roles.assign(user_id, role_id, self.clock.now() + timedelta(seconds=seconds), None)
-
-    async def set_permissions(self, role_id: uuid.UUID, *permissions: str) -> None:
-        async with self.db.transaction() as uow:
-            await uow.roles.set_permissions(role_id, frozenset(permissions))
-
-    def name(self, role_id: uuid.UUID) -> str:
-        return str(self.state.roles[role_id].name)
-
-    def log(self, kind: str) -> None:
-        """A version that touched only `kind` (e.g. "keys"), as its trigger logs it."""
-        self.state.version += 1
-        self.state.changes.append(LoggedChange(self.state.version, kind))
-
-    def apply(self) -> None:
-        self.sync.observe(self.state.version)
-
-    async def decision(self, user_id: uuid.UUID, permission: str) -> tuple[Any, ...]:
-        return _fields(await self.cache.decide(await self.cache.user(user_id), permission))
-
-
-def _fields(decision: Decision) -> tuple[Any, ...]:
-    return (decision.permission, decision.allowed, decision.reason, decision.granted_by)
+        super().__init__(observer=self.events)  # type: ignore[arg-type]
 
 
 def _hold_first(monkeypatch: Any, method: str) -> tuple[asyncio.Event, asyncio.Event]:
@@ -439,7 +383,7 @@ def test_the_table_decision_names_its_reason_and_granting_roles() -> None:
     def check(permission: str, live: tuple[Any, ...], expired: tuple[Any, ...] = ()) -> tuple[Any, ...]:
         decision = decide(permission, live, expired, tables.permission_ids.get(permission), catalogue)
         assert decision is not None
-        return _fields(decision)
+        return fields(decision)
 
     assert check(PUBLISH, (editors,)) == (PUBLISH, True, DecisionReason.GRANTED, ("editors",))
     assert check(ADMIN, (root,)) == (ADMIN, True, DecisionReason.GRANTED, ("root",))
