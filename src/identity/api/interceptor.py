@@ -143,7 +143,6 @@ def _wrap(full_method: str, behavior: Behavior, observer: Observer, drain: Drain
             # throughput and a tenth of ValidateToken's CPU. (Over HTTP, Envoy returns
             # the same id as the x-request-id header itself.)
             context.set_trailing_metadata(((_REQUEST_ID_KEY, request_id),))
-
             if isinstance(request, _Refused):
                 log.info("request_refused", reason=request.error.reason.value)
                 raise request.error

@@ -121,7 +121,8 @@ class EndedSessions:
         self._loading = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
-        # True while the notification connection is up (renewals then also ack writes).
+        # True while the notification connection is up: only then may a check renew the
+        # lease itself (see revalidate).
         self._listening = False
         self._revalidation = SingleFlight(self._renew_if_lapsed)
 
@@ -132,8 +133,10 @@ class EndedSessions:
 
     async def revalidate(self) -> bool:
         """For a check that found the lease lapsed: one renewal shared by every such check.
-        Only while listening (a lease renewed without notifications could miss an end).
-        Raises BackendUnavailable if PostgreSQL does not answer."""
+        Only while listening: a lease held without notifications would hear of no end
+        and make every call that ends a session wait for it to lapse. Raises
+        BackendUnavailable if PostgreSQL does not answer."""
+
         if not self._listening:
             return False
         await self._revalidation()
@@ -297,7 +300,6 @@ class EndedSessions:
             except BackendUnavailable as exc:
                 self._listening = False
                 self.lease_until = 0.0
-
                 if delay == _RECONNECT_DELAY:
                     log.warning("ended_sessions_lost", cause=type(exc.__cause__).__name__)
             await asyncio.sleep(delay)

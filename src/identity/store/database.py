@@ -17,7 +17,6 @@ Faults are bounded in time:
   checked (those that died with the server are dropped) and units run again;
 - what only *may* mean a server gone (a statement cut by our bound, a health check with
   no answer in time) is settled by one fresh connection of its own:
-
   on a saturated machine a live server can answer late, and calling it down would fail
   every call of the process for a probe interval where only the slow ones had to fail."""
 
