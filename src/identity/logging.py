@@ -98,7 +98,10 @@ def configure_logging(level: str = "info", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
+        # One write per line, newline included (print writes the newline apart, and stderr
+        # writes through): the workers of `serve --workers N` share one stderr, and a
+        # line split in two writes is cut by another worker's.
+        logger_factory=structlog.WriteLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     _route_standard_logging(shared, renderer, max(numeric_level, logging.WARNING))

@@ -23,6 +23,7 @@ from identity.api.peer import PeerCertificates
 from identity.api.peer_servicer import PeerServicer
 from identity.api.rbac_servicer import RbacServicer
 from identity.api.reflection import enable_reflection
+from identity.api.registration import GenericHandlersOnly
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
@@ -134,8 +135,9 @@ async def ensure_partitions(services: Services) -> None:
         log.warning("partition_ensure_failed", error_type=type(exc).__name__)
 
 
-def add_servicers(server: grpc.aio.Server, services: Services) -> None:
+def add_servicers(registrar: GenericHandlersOnly, services: Services) -> None:
     """Each servicer gets the services it calls, and nothing else."""
+    server = registrar.as_server()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
         AuthServicer(
             auth=services.auth,
@@ -208,16 +210,17 @@ async def _start(
             *transport_limits(settings.max_message_bytes),
         ],
     )
-    add_servicers(server, services)
+    registrar = GenericHandlersOnly(server)
+    add_servicers(registrar, services)
     health_servicer = health.aio.HealthServicer()
     # NOT_SERVING until the first check has seen both backends answer (the servicer's own
     # default for "" is SERVING).
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar.as_server())
     enable_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
+        registrar,
     )
     port, tls = add_port(server, settings)
     if port == 0:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 SCRIPT = r"""
 import logging, warnings
@@ -36,3 +37,24 @@ def test_library_lines_are_json_templates_without_exception_text() -> None:
     assert lines[0]["error_type"] == lines[1]["error_type"] == "RuntimeError"
     assert "UserWarning: careful" in lines[2]["event"]
     assert "SELECT" not in done.stderr and "Traceback" not in done.stderr
+
+
+WRITER = r"""
+import structlog
+from identity.logging import configure_logging
+configure_logging("info", "json")
+log = structlog.get_logger("identity.x")
+for n in range(3000):
+    log.info("line", n=n, padding="x" * 200)
+"""
+
+
+def test_processes_sharing_one_stderr_never_cut_each_others_lines(tmp_path: Path) -> None:
+    # The workers of `serve --workers N` share their supervisor's stderr.
+    shared = tmp_path / "shared.log"
+    with shared.open("wb") as out:
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER], stderr=out) for _ in range(3)]
+        assert all(writer.wait(timeout=60) == 0 for writer in writers)
+    lines = shared.read_text().splitlines()
+    assert len(lines) == 3 * 3000
+    assert sorted(json.loads(line)["n"] for line in lines) == sorted(list(range(3000)) * 3)

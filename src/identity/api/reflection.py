@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-import grpc
 from google.protobuf import descriptor, descriptor_pool
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+
+from identity.api.registration import GenericHandlersOnly
 
 
 class MethodAwarePool:
@@ -36,7 +37,10 @@ class MethodAwarePool:
             return service.file
 
 
-def enable_reflection(service_names: tuple[str, ...], server: grpc.aio.Server) -> None:
+def enable_reflection(service_names: tuple[str, ...], server: GenericHandlersOnly) -> None:
     # Duck-typed: the reflection servicer only calls the pool's Find* methods.
     pool = cast(descriptor_pool.DescriptorPool, MethodAwarePool(descriptor_pool.Default()))
-    reflection.enable_server_reflection(service_names, server, pool=pool)
+    # The grpc.aio servicer, added as `enable_server_reflection` would for a grpc.aio server.
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        reflection.aio.ReflectionServicer(service_names, pool=pool), server.as_server()
+    )
