@@ -441,6 +441,50 @@ def verify(bench: Bench) -> list[str]:
     return problems
 
 
+class PostgresWatch:
+    """A fresh connection and `SELECT 1` every quarter second from outside the servers, for
+    the whole run: how late PostgreSQL answers while the machine is saturated. A call that
+    needs PostgreSQL while it answers later than the server's bound fails closed
+    (BACKEND_UNAVAILABLE), so a failed call is read beside this."""
+
+    def __init__(self, url: str, interval: float = 0.25) -> None:
+        self._url = url
+        self._interval = interval
+        self._stop = threading.Event()
+        self.seconds: list[float] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.interval_text = f"{interval:g} s"
+
+    def __enter__(self) -> PostgresWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+
+        while not self._stop.wait(self._interval):
+            started = time.perf_counter()
+            try:
+                with psycopg.connect(self._url, connect_timeout=30) as conn:
+                    conn.execute("SELECT 1")
+            except psycopg.Error:
+                pass  # counted by its time: 30 s
+            self.seconds.append(time.perf_counter() - started)
+
+    def summary(self) -> dict[str, float]:
+        values = self.seconds or [0.0]
+        return {
+            "probes": len(self.seconds),
+            "slowest_seconds": max(values),
+            "over_1s": sum(v > 1 for v in values),
+            "over_3s": sum(v > 3 for v in values),
+        }
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -537,8 +581,10 @@ def main() -> int:
         group = start_group(args.workers, workdir, database_url, args.redis_url, args.bcrypt_rounds)
         bench = Bench(args, binary, workdir, echo, group, seeded)
         targets: list[Target] = []
+        watch = PostgresWatch(args.admin_url)
         try:
             wait_ready(group, echo)
+            watch.__enter__()
             if "check" in wanted:
                 targets.append(bench.check())
             if "validate" in wanted:
@@ -551,6 +597,7 @@ def main() -> int:
             rss = [{"identity": mb} for mb in memory.values()]
             targets.append(Target("RSS per worker", "MB", max(memory.values()), None, rss, 120, "below"))
         finally:
+            watch.__exit__()
             for process in (*echo.processes, *group.processes):
                 process.stop()
         problems = verify(bench)
@@ -562,10 +609,22 @@ def main() -> int:
         "cpu_busy_before": busy,
         "bcrypt_rounds": args.bcrypt_rounds,
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "postgres_answers": watch.summary(),
     }
     met = report(targets, args.json, meta)
+    late = watch.summary()
+    print(
+        f"PostgreSQL, probed from outside every {watch.interval_text}: slowest answer "
+        f"{late['slowest_seconds']:.2f} s; {late['over_1s']} of {late['probes']} over 1 s, "
+        f"{late['over_3s']} over 3 s"
+    )
     if problems:
         print("WRONG ANSWERS:\n  " + "\n  ".join(problems))
+        if late["over_3s"]:
+            print(
+                "  (PostgreSQL answered later than the servers' 3 s bound during the run: calls that\n"
+                "   needed it then failed closed, BACKEND_UNAVAILABLE, as designed)"
+            )
     if args.keep:
         print(f"logs in {workdir}")
     return 1 if problems else 0 if met else 2

@@ -23,7 +23,7 @@ from identity.api.peer import PeerCertificates
 from identity.api.peer_servicer import PeerServicer
 from identity.api.rbac_servicer import RbacServicer
 from identity.api.reflection import enable_reflection
-from identity.api.registration import GenericHandlersOnly
+from identity.api.registration import HandlerRegistry
 from identity.config import Settings
 from identity.container import Services, build_services
 from identity.domain.clock import Clock
@@ -135,7 +135,7 @@ async def ensure_partitions(services: Services) -> None:
         log.warning("partition_ensure_failed", error_type=type(exc).__name__)
 
 
-def add_servicers(registrar: GenericHandlersOnly, services: Services) -> None:
+def add_servicers(registrar: HandlerRegistry, services: Services) -> None:
     """Each servicer gets the services it calls, and nothing else."""
     server = registrar.as_server()
     auth_pb2_grpc.add_AuthServiceServicer_to_server(
@@ -201,16 +201,17 @@ async def _start(
     await services.rbac_sync.start()
     # The same for ended sessions: token checks are answered from memory while it holds.
     await services.ended_sessions.start()
-    interceptor = ErrorMappingInterceptor(services.observer, max_message_bytes=settings.max_message_bytes)
+    errors = ErrorMappingInterceptor(services.observer, max_message_bytes=settings.max_message_bytes)
     server = grpc.aio.server(
-        interceptors=[*telemetry.interceptors(), interceptor],
+        # Tracing's, when on; the error mapping wraps each method at registration instead.
+        interceptors=telemetry.interceptors(),
         options=[
             # Off unless asked for: without this, two servers can silently share one port.
             ("grpc.so_reuseport", 1 if settings.grpc_reuseport else 0),
             *transport_limits(settings.max_message_bytes),
         ],
     )
-    registrar = GenericHandlersOnly(server)
+    registrar = HandlerRegistry(server, errors.wrap)
     add_servicers(registrar, services)
     health_servicer = health.aio.HealthServicer()
     # NOT_SERVING until the first check has seen both backends answer (the servicer's own
@@ -227,7 +228,7 @@ async def _start(
         raise RuntimeError(f"cannot listen on {settings.grpc_listen}")
     await telemetry.start(services)  # before serving: a metrics port that is taken fails the start
     await server.start()
-    running = RunningServer(server, services, health_servicer, port, interceptor.drain, admitted)
+    running = RunningServer(server, services, health_servicer, port, errors.drain, admitted)
     running.telemetry = telemetry
     running.start_health()
     running.start_partition_maintenance()

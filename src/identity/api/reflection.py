@@ -12,7 +12,7 @@ from typing import Any, cast
 from google.protobuf import descriptor, descriptor_pool
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
-from identity.api.registration import GenericHandlersOnly
+from identity.api.registration import HandlerRegistry
 
 
 class MethodAwarePool:
@@ -37,7 +37,7 @@ class MethodAwarePool:
             return service.file
 
 
-def enable_reflection(service_names: tuple[str, ...], server: GenericHandlersOnly) -> None:
+def enable_reflection(service_names: tuple[str, ...], server: HandlerRegistry) -> None:
     # Duck-typed: the reflection servicer only calls the pool's Find* methods.
     pool = cast(descriptor_pool.DescriptorPool, MethodAwarePool(descriptor_pool.Default()))
     # The grpc.aio servicer, added as `enable_server_reflection` would for a grpc.aio server.

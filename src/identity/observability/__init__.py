@@ -137,8 +137,8 @@ class Telemetry:
             self.observer = metrics_observer or tracing_observer or NOOP
 
     def interceptors(self) -> list[grpc.aio.ServerInterceptor]:
-        """To run before (outside) the error-mapping interceptor, so that every log line
-        of a call is inside its span."""
+        """To run outside the error mapping (which wraps each method as it is registered),
+        so that every log line of a call is inside its span."""
         return [] if self.tracing is None else [self.tracing.server_interceptor()]
 
     @property
