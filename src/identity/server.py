@@ -50,8 +50,9 @@ MAX_METADATA_BYTES = 16 * 1024
 
 def transport_limits(max_message_bytes: int) -> list[tuple[str, int]]:
     """What the transport itself refuses. Messages up to 4x the configured limit reach the
-    interceptor, which answers REQUEST_TOO_LARGE with ErrorInfo; beyond that the transport
-    answers the same status (RESOURCE_EXHAUSTED) without details and without buffering them."""
+    error mapping (api/interceptor.py), which answers REQUEST_TOO_LARGE with ErrorInfo; beyond
+    that the transport answers the same status (RESOURCE_EXHAUSTED) without details and
+    without buffering them."""
     return [
         ("grpc.max_receive_message_length", 4 * max_message_bytes),
         ("grpc.max_metadata_size", MAX_METADATA_BYTES),

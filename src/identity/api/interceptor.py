@@ -1,6 +1,8 @@
-"""Server interceptor: a request id bound to every log line of a call, one log
-line per call, the single place where exceptions become gRPC statuses, and the
-observer told each call's method, status code and duration (metrics).
+"""The wrapping of every method: a request id bound to every log line of a call, one
+log line per call, the single place where exceptions become gRPC statuses, and the
+observer told each call's method, status code and duration (metrics). The server
+applies it to each method once, as the method is first found (api/registration.py);
+it also works as a grpc.aio interceptor.
 
 It also guards each method's request deserializer. grpc runs the deserializer before
 any interceptor or servicer code, and a parse error there would reach the client as
