@@ -44,6 +44,7 @@ from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
 from identity.domain.observer import NOOP, Observer
 from identity.domain.rbac_changes import MAX_ROWS_TRIMMED, RbacChanges, readable, summarise
+from identity.services.acknowledgement import until_acknowledged
 from identity.services.single_flight import SingleFlight
 from identity.store.database import Database
 from identity.store.rbac_changes import RbacChangeRepository
@@ -165,19 +166,12 @@ class RbacSync:
             # Acknowledge for this process now rather than when its own NOTIFY arrives.
             with contextlib.suppress(BackendUnavailable):
                 await self._renew()
-        delay = 0.001
-        while True:
-            with contextlib.suppress(BackendUnavailable):
-                async with self._db.reader() as uow:
-                    if await uow.rbac_leases.pending(version) == 0:
-                        return
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                # Every lease that existed at our commit has lapsed by now, and none can have
-                # been renewed without applying our version.
-                return
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
+
+        async def unacknowledged() -> int:
+            async with self._db.reader() as uow:
+                return await uow.rbac_leases.pending(version)
+
+        await until_acknowledged(unacknowledged, deadline, self._clock)
 
     async def revalidate(self) -> bool:
         """For a check that found the lease lapsed (e.g. a renewal late under load): one

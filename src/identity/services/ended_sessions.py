@@ -40,6 +40,7 @@ import structlog
 
 from identity.domain.clock import Clock
 from identity.domain.errors import BackendUnavailable
+from identity.services.acknowledgement import until_acknowledged
 from identity.services.single_flight import SingleFlight
 from identity.store.database import Database
 from identity.store.session_revocations import (
@@ -267,18 +268,14 @@ class EndedSessions:
         if self._task is not None:
             with contextlib.suppress(BackendUnavailable):
                 await self._renew()
-        delay = 0.001
-        while True:
-            if seq is not None:
-                with contextlib.suppress(BackendUnavailable):
-                    async with self._db.reader() as uow:
-                        if await uow.session_revocations.pending(seq) == 0:
-                            return
-            remaining = deadline - self._clock.monotonic()
-            if remaining <= 0:
-                return
-            await asyncio.sleep(min(delay, remaining))
-            delay = min(delay * 2, 0.05)
+
+        async def unacknowledged() -> int | None:
+            if seq is None:
+                return None
+            async with self._db.reader() as uow:
+                return await uow.session_revocations.pending(seq)
+
+        await until_acknowledged(unacknowledged, deadline, self._clock)
 
     async def _run(self) -> None:
         with contextlib.suppress(BackendUnavailable):
