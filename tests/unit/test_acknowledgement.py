@@ -97,3 +97,11 @@ async def test_really_sleeps_between_polls() -> None:
     started = asyncio.get_running_loop().time()
     await until_acknowledged(unacknowledged, clock.monotonic() + 10, clock)
     assert len(calls) == 2 and asyncio.get_running_loop().time() - started >= 0.001
+
+
+async def test_at_exactly_the_deadline_it_returns_without_sleeping(sleeps: list[float]) -> None:
+    clock = FrozenClock()
+    deadline = clock.monotonic() + 0.03
+    unacknowledged, calls = counts(1, clock=clock, step=0.03)
+    await until_acknowledged(unacknowledged, deadline, clock)
+    assert len(calls) == 1 and sleeps == []
