@@ -23,12 +23,8 @@ Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Wrap: TypeAlias = Callable[[str, Handler], Handler]
 
 
-def _unwrapped(method: str, handler: Handler) -> Handler:
-    return handler
-
-
 class HandlerRegistry(grpc.GenericRpcHandler):
-    def __init__(self, server: grpc.aio.Server, wrap: Wrap = _unwrapped) -> None:
+    def __init__(self, server: grpc.aio.Server, wrap: Wrap) -> None:
         self._wrap = wrap
         self._generic: list[grpc.GenericRpcHandler] = []
         # Only methods that exist are kept: a caller's made-up names never reach it.
